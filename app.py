@@ -1,0 +1,26 @@
+"""EnvNet Sound Lab: the entry point. `streamlit run app.py`.
+
+Sidebar (on every page), widget labels:
+  selectbox "Model"; expander "Model card"; expander "Use your own model file" with file uploaders
+  "Weights (.safetensors)" and "Model card (.json)" and button "Add this model".
+Pages: Classify, Train, Filters, How it works.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._ui import render_sidebar
+
+st.set_page_config(page_title="EnvNet Sound Lab", page_icon="🔊", layout="wide")
+
+
+render_sidebar()
+
+pages = [
+    st.Page("pages/classify.py", title="Classify", icon=":material/hearing:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/filters.py", title="Filters", icon=":material/tune:"),
+    st.Page("pages/how_it_works.py", title="How it works", icon=":material/school:"),
+]
+st.navigation(pages).run()

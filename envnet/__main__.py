@@ -1,0 +1,5 @@
+import sys
+
+from envnet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,277 @@
+"""What the app needs besides widgets, with no Streamlit in it: one training at a time per server, a
+training run in a background thread whose events a page can poll, datasets built from a user's own
+recordings, safe checkpoint names, and per-model caches.
+
+Many people may share one server (a public Space): the only process-wide state here is the training
+slot and caches keyed by model object; everything a user makes lives in their own session.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envnet import checkpoint
+from envnet.checkpoint import CHECKPOINT_DIR, Checkpoint
+from envnet.data import Clip, Dataset
+from envnet.model import EnvNet
+from envnet.spectra import FrequencyResponse, frequency_response
+from envnet.train import TrainConfig, Trainer
+
+# Seconds without a page poll before a run is treated as abandoned and stopped. The environment variable
+# lets the browser tests close a tab and see the slot freed without waiting a minute and a half.
+HEARTBEAT_TIMEOUT = float(os.environ.get("ENVNET_HEARTBEAT_TIMEOUT", "90"))
+MAX_BATCH_LOSSES = 2000  # enough points for a smooth curve; bounded so a long run's memory stays flat
+
+
+# ---- names and paths ----------------------------------------------------------------------------
+
+_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def safe_name(name: str, fallback: str = "model") -> str:
+    """A file-name-safe version of a user's text: letters, digits, _ . - only, no leading dots."""
+    cleaned = _NAME.sub("-", name.strip()).strip("-.")[:64]
+    return cleaned or fallback
+
+
+def checkpoint_stem(name: str, folder: Path = CHECKPOINT_DIR) -> Path:
+    """NAME → folder/NAME, refusing anything that would land outside the folder."""
+    stem = (folder / safe_name(name)).resolve()
+    if stem.parent != folder.resolve():
+        raise checkpoint.CheckpointError(f"{name!r} is not a valid checkpoint name")
+    return stem
+
+
+# ---- per-model caches ---------------------------------------------------------------------------
+
+_fr_cache: weakref.WeakKeyDictionary[EnvNet, FrequencyResponse] = weakref.WeakKeyDictionary()
+_fr_lock = threading.Lock()
+
+
+def cached_frequency_response(model: EnvNet) -> FrequencyResponse:
+    """The filters' frequency response, measured once per model object (96 tones through the feature
+    block is ~1 s on a small CPU). Weak keys: a model a session drops is not kept alive by the cache."""
+    with _fr_lock:
+        hit = _fr_cache.get(model)
+    if hit is not None:
+        return hit
+    fr = frequency_response(model)
+    with _fr_lock:
+        _fr_cache[model] = fr
+    return fr
+
+
+# ---- datasets from a user's own examples --------------------------------------------------------
+
+
+def own_dataset(examples: dict[str, list[torch.Tensor]], n_folds: int = 5) -> Dataset:
+    """Named classes → 16 kHz waves → a Dataset with its waves loaded. Folds go round-robin within each
+    class so that any fold, held out, contains every class that has enough examples."""
+    classes = [c for c, waves in examples.items() if any(w.numel() for w in waves)]
+    if len(classes) < 2:
+        raise ValueError("name at least two classes and give each at least one example")
+    clips, waves = [], []
+    for label, c in enumerate(classes):
+        for i, w in enumerate(x for x in examples[c] if x.numel()):
+            clips.append(Clip(Path(f"<session>/{c}/{i}.wav"), label, i % n_folds + 1))
+            waves.append(w)
+    return Dataset(clips, classes, [None] * len(classes), "your own recordings", waves)
+
+
+# ---- one training at a time ---------------------------------------------------------------------
+
+
+class TrainingSlot:
+    """A process-wide, non-blocking lock with an owner, so other sessions can be told who holds it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: str | None = None
+        self._since = 0.0
+
+    def acquire(self, owner: str) -> bool:
+        with self._lock:
+            if self._owner is not None:
+                return False
+            self._owner, self._since = owner, time.time()
+            return True
+
+    def release(self, owner: str) -> None:
+        with self._lock:
+            if self._owner == owner:
+                self._owner = None
+
+    @property
+    def owner(self) -> str | None:
+        return self._owner
+
+    def busy_for(self) -> float:
+        return time.time() - self._since if self._owner else 0.0
+
+
+SLOT = TrainingSlot()
+
+
+@dataclass
+class RunState:
+    """Everything a page draws, assembled from the trainer's events under a lock."""
+
+    status: str = "waiting"  # waiting | running | done | stopped | failed
+    epochs: int = 0
+    epoch: int = 0
+    batch: int = 0
+    n_batches: int = 0
+    elapsed: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    batch_losses: list[tuple[float, float]] = field(default_factory=list)
+    snapshots: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    freqs: np.ndarray | None = None
+    latest: FrequencyResponse | None = None  # the newest snapshot, with its centre-frequency order
+    error: str | None = None
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        if not self.epochs:
+            return 0.0
+        within = self.batch / self.n_batches if self.n_batches and self.epoch else 0.0
+        done = max(0, self.epoch - 1) + within if self.batch else len(self.history)
+        return min(1.0, max(done, len(self.history)) / self.epochs)
+
+
+class TrainingJob:
+    """A Trainer run in a daemon thread. Events land in a RunState that `snapshot()` copies for the page.
+
+    The slot is released in `finally`, whatever happens. A page is expected to call `heartbeat()` when it
+    polls; if nobody has polled for HEARTBEAT_TIMEOUT seconds (the browser went away) the run stops at the
+    next batch and still saves its model, so the server is never stuck busy and nothing trained is lost.
+    """
+
+    def __init__(self, train_ds: Dataset, val_ds: Dataset | None, config: TrainConfig, name: str,
+                 slot: TrainingSlot = SLOT, out_dir: Path | None = None,
+                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.name = safe_name(name, "my-model")
+        self.slot = slot
+        self.heartbeat_timeout = heartbeat_timeout
+        self._lock = threading.Lock()
+        self._state = RunState(epochs=config.epochs)
+        self._last_beat = time.time()
+        # A run writes its checkpoint to a private temp folder: nothing shared is overwritten, and the
+        # model survives even if the browser that started the run is gone.
+        out_dir = Path(out_dir or tempfile.mkdtemp(prefix=f"envnet-run-{self.id}-"))
+        self.out = out_dir / self.name
+        self.trainer = Trainer(train_ds, val_ds, config, out=self.out, callbacks=[self._on_event],
+                               card_extra={"trained_in": "EnvNet Sound Lab app"})
+        self.result: Checkpoint | None = None
+        self.thread: threading.Thread | None = None
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Take the server's training slot and start; False (and nothing started) when it is busy."""
+        if not self.slot.acquire(self.id):
+            return False
+        with self._lock:
+            self._state.status = "running"
+        self.started_at = time.time()
+        self.thread = threading.Thread(target=self._run, name=f"envnet-train-{self.id}", daemon=True)
+        self.thread.start()
+        return True
+
+    def _run(self) -> None:
+        try:
+            model = self.trainer.run()
+            card = self.trainer.card(self.name)
+            card["metrics"] = {**card.get("metrics", {}), **({"best": self.trainer.best} if self.trainer.best else {})}
+            self.result = Checkpoint(model.cpu().eval(), card)
+            with self._lock:
+                self._state.status = "stopped" if self.trainer.stopped else "done"
+        except Exception as e:  # shown to the user; the server keeps running
+            with self._lock:
+                self._state.status = "failed"
+                self._state.error = f"{type(e).__name__}: {e}"
+        finally:
+            self.ended_at = time.time()
+            self.slot.release(self.id)
+
+    def stop(self) -> None:
+        self.trainer.stop()
+
+    @property
+    def elapsed(self) -> float:
+        """Wall-clock seconds since the start, frozen at the end (events only arrive between batches)."""
+        if self.started_at is None:
+            return 0.0
+        return (self.ended_at or time.time()) - self.started_at
+
+    def eta(self, fraction: float) -> float | None:
+        """Seconds left, assuming the rest goes at the pace so far."""
+        return self.elapsed * (1 - fraction) / fraction if 0 < fraction < 1 and self.running else None
+
+    def heartbeat(self) -> None:
+        self._last_beat = time.time()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def _on_event(self, ev: dict) -> None:
+        if time.time() - self._last_beat > self.heartbeat_timeout and not self.trainer.stopped:
+            self.trainer.stop()
+            with self._lock:
+                self._state.message = "Stopped: nobody was watching (the page was closed)."
+        kind = ev["kind"]
+        with self._lock:
+            s = self._state
+            if kind == "start":
+                s.epochs = ev["epochs"]
+            elif kind == "batch":
+                s.epoch, s.batch, s.n_batches, s.elapsed = ev["epoch"], ev["batch"], ev["n_batches"], ev["elapsed"]
+                s.batch_losses.append((ev["epoch"] - 1 + ev["batch"] / ev["n_batches"], ev["loss"]))
+                if len(s.batch_losses) > MAX_BATCH_LOSSES:
+                    s.batch_losses = s.batch_losses[::2]
+            elif kind == "epoch":
+                row = {k: v for k, v in ev.items() if k not in ("kind", "epochs", "elapsed")}
+                s.history.append(row)
+                s.elapsed = ev["elapsed"]
+            elif kind == "filters":
+                s.freqs = np.asarray(ev["freqs"])
+                s.snapshots.append((int(ev["epoch"]), np.asarray(ev["response"])))
+                s.latest = FrequencyResponse(s.freqs, np.asarray(ev["response"]), np.asarray(ev["order"]),
+                                             np.asarray(ev["centres"]))
+            elif kind == "end":
+                s.elapsed = ev["seconds"]
+
+    def snapshot(self) -> RunState:
+        """A copy that the page can draw while the thread keeps appending."""
+        with self._lock:
+            s = self._state
+            return RunState(s.status, s.epochs, s.epoch, s.batch, s.n_batches, s.elapsed, list(s.history),
+                            list(s.batch_losses), list(s.snapshots), s.freqs, s.latest, s.error, s.message)
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    """Settings that finish in seconds on a laptop: for tests and classroom demos."""
+    base = dict(epochs=2, batch_size=8, fc_width=64, eval_every=1, filters_every=1, bf16=False)
+    base.update(overrides)
+    return TrainConfig(**base)

@@ -1,0 +1,307 @@
+"""Training EnvNet the papers' way, in one loop that the CLI, the app and the tests all drive.
+
+Recipe (EnvNet / BC learning): one random 1.5 s crop per clip per epoch, Nesterov SGD (momentum 0.9,
+weight decay 5e-4), batch 64, lr 0.01 divided by 10 at 50 % and 75 % of the epochs; optionally
+between-class mixing with a KL-divergence loss. The loop reports what happens as events (dicts with a
+"kind") to callbacks; it can be stopped between batches and resumed from its last saved state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from safetensors.torch import save as st_save
+from torch.nn import functional as F
+
+from envnet import checkpoint
+from envnet.data import Dataset, bc_batch, random_crop
+from envnet.evaluate import evaluate
+from envnet.model import EnvNet, build_model
+from envnet.spectra import frequency_response
+
+Event = dict
+STATE_KEY = "envnet_state"  # safetensors metadata entry holding a saved state's epoch, history and config
+Callback = Callable[[Event], None]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: tuple[float, ...] = (0.5, 0.75)  # fractions of the run where lr is divided by 10
+    warmup_epochs: int = 0  # linear lr warm-up, useful for BC learning's harder targets
+    bc: bool = False
+    fc_width: int = 1024
+    dropout: float = 0.5
+    seed: int = 0
+    eval_every: int = 5  # epochs between validation passes (10 crops per clip is not free)
+    filters_every: int = 1  # epochs between frequency-response snapshots; 0 = never
+    save_every: int = 1  # epochs between resumable state saves (when an output path is set)
+    bf16: bool = True  # bfloat16 autocast: about 2× faster on AVX-512 CPUs, same accuracy (benchmarks/)
+    device: str = "cpu"
+    init_features: str | None = None  # checkpoint whose feature block starts the run (fine-tuning)
+    init_weights: str | None = None  # checkpoint (same classes and width) whose every layer starts the run
+
+    def lr_at(self, epoch: int) -> float:
+        if epoch < self.warmup_epochs:
+            return self.lr * (epoch + 1) / (self.warmup_epochs + 1)
+        drops = sum(epoch >= math.ceil(f * self.epochs) for f in self.schedule)
+        return self.lr * 0.1**drops
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def _dist() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@dataclass
+class Trainer:
+    train_ds: Dataset
+    val_ds: Dataset | None
+    config: TrainConfig = field(default_factory=TrainConfig)
+    out: str | Path | None = None  # checkpoint stem: OUT.safetensors/.json, and OUT.state.* to resume
+    callbacks: list[Callback] = field(default_factory=list)
+    card_extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        c = self.config
+        self.device = resolve_device(c.device)
+        # The seed fixes the initial weights too; fork_rng keeps the caller's global random state untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            self.model: EnvNet = build_model(n_classes=len(self.train_ds.classes), fc_width=c.fc_width,
+                                             dropout=c.dropout)
+        if c.init_features:
+            self._load_features(c.init_features)
+        if c.init_weights:
+            self._load_weights(c.init_weights)
+        self.model.to(self.device)
+        self.opt = torch.optim.SGD(
+            self.model.parameters(), lr=c.lr, momentum=c.momentum, nesterov=True, weight_decay=c.weight_decay
+        )
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        self.best: dict | None = None
+        self._stop = threading.Event()
+        self.rank, self.world = _dist()
+
+    # -- public -----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to end after the current batch; the last state is saved."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def emit(self, kind: str, **data) -> None:
+        if self.rank != 0:
+            return
+        event = {"kind": kind, **data}
+        for cb in self.callbacks:
+            cb(event)
+
+    def run(self) -> EnvNet:
+        c = self.config
+        model = self.model
+        if self.world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        waves = [w for w in self.train_ds.waves if w.numel()]
+        labels = torch.tensor([cl.label for cl, w in zip(self.train_ds.clips, self.train_ds.waves, strict=False) if w.numel()])
+        if not waves:
+            raise ValueError("no usable training clips (all failed to decode or are empty)")
+        if len(waves) < self.world:  # some process would get no batch and the others would wait for it forever
+            raise ValueError(f"{len(waves)} training clips cannot be shared among {self.world} processes")
+        n_classes = len(self.train_ds.classes)
+        per_rank_batch = max(1, c.batch_size // self.world)
+        start_time = time.perf_counter()
+        self.emit("start", epochs=c.epochs, n_train=len(waves), n_val=len(self.val_ds) if self.val_ds else 0,
+                  config=asdict(c), classes=self.train_ds.classes, start_epoch=self.epoch)
+        if self.epoch == 0 and c.filters_every:
+            self._emit_filters()
+        while self.epoch < c.epochs and not self.stopped:
+            epoch = self.epoch
+            t0 = time.perf_counter()
+            # Seeding per epoch makes a resumed run draw the same crops and dropout masks as an unbroken one.
+            torch.manual_seed(c.seed * 100_003 + epoch)
+            gen = torch.Generator().manual_seed(c.seed * 100_003 + epoch)
+            lr = c.lr_at(epoch)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            order = torch.randperm(len(waves), generator=gen)
+            n_use = len(order) // self.world * self.world or len(order)
+            order = order[:n_use][self.rank :: self.world]
+            model.train()
+            total_loss, total_correct, seen = 0.0, 0.0, 0
+            n_batches = math.ceil(len(order) / per_rank_batch)
+            for b in range(n_batches):
+                if self._should_stop():
+                    break
+                idx = order[b * per_rank_batch : (b + 1) * per_rank_batch]
+                x = torch.stack([random_crop(waves[i], gen) for i in idx.tolist()])
+                y = labels[idx]
+                if c.bc:
+                    x, target = bc_batch(x, y, n_classes, gen)
+                else:
+                    target = F.one_hot(y, n_classes).float()
+                x, target = x.to(self.device), target.to(self.device)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.bf16):
+                    logits = model(x)
+                logp = F.log_softmax(logits.float(), dim=-1)
+                # Cross-entropy with soft targets; for BC mixes it differs from KL only by a constant.
+                loss = -(target * logp).sum(-1).mean()
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                total_loss += loss.item() * len(idx)
+                total_correct += float((logp.argmax(-1) == target.argmax(-1)).sum())
+                seen += len(idx)
+                self.emit("batch", epoch=epoch + 1, batch=b + 1, n_batches=n_batches, loss=loss.item(), lr=lr,
+                          elapsed=time.perf_counter() - start_time)
+            if self.stopped and seen < len(order):
+                break  # a half epoch is not saved: resume repeats it from its start
+            self.epoch += 1
+            row = {"epoch": self.epoch, "lr": lr, "train_loss": total_loss / max(1, seen),
+                   "train_acc": total_correct / max(1, seen), "seconds": time.perf_counter() - t0}
+            last = self.epoch == c.epochs
+            if self.val_ds is not None and len(self.val_ds) and (self.epoch % c.eval_every == 0 or last) and self.rank == 0:
+                ev = evaluate(self.model, self.val_ds, bf16=c.bf16)
+                row.update(val_acc=ev["accuracy"], val_loss=ev["loss"])
+                if self.best is None or ev["accuracy"] >= self.best["val_acc"]:
+                    self.best = {"epoch": self.epoch, "val_acc": ev["accuracy"]}
+            self.history.append(row)
+            self.emit("epoch", **row, epochs=c.epochs, elapsed=time.perf_counter() - start_time)
+            if c.filters_every and (self.epoch % c.filters_every == 0 or last):
+                self._emit_filters()
+            if self.out and (self.epoch % c.save_every == 0 or last):
+                self.save_state()
+                if self.rank == 0:  # a usable model survives even if the process is killed later
+                    self.save_checkpoint(self.out)
+        if self.world > 1:
+            for buf in self.model.buffers():  # BatchNorm statistics are per process: take rank 0's
+                dist.broadcast(buf, 0)
+        if self.out and self.rank == 0:
+            path = self.save_checkpoint(self.out)
+            self.emit("checkpoint", path=str(path), epoch=self.epoch)
+        self.emit("end", epoch=self.epoch, stopped=self.stopped, history=self.history,
+                  seconds=time.perf_counter() - start_time)
+        self.model.eval()
+        return self.model
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def card(self, name: str) -> dict:
+        last = self.history[-1] if self.history else {}
+        metrics = {k: last[k] for k in ("train_loss", "train_acc", "val_acc", "val_loss") if k in last}
+        return checkpoint.make_card(
+            self.model, self.train_ds.classes, name,
+            targets=self.train_ds.targets,
+            recipe={**asdict(self.config), "epochs_completed": self.epoch},
+            data={"source": self.train_ds.source, "train_folds": self.train_ds.folds, "n_train": len(self.train_ds),
+                  "val_folds": self.val_ds.folds if self.val_ds else [], "n_val": len(self.val_ds) if self.val_ds else 0},
+            metrics=metrics,
+            history=self.history,
+            **self.card_extra,
+        )
+
+    def save_checkpoint(self, stem: str | Path) -> Path:
+        return checkpoint.save(stem, self.model, self.card(Path(stem).name))
+
+    def _state_paths(self) -> tuple[Path, Path]:
+        stem = Path(self.out)
+        return stem.with_name(stem.name + ".state.safetensors"), stem.with_name(stem.name + ".state.json")
+
+    def save_state(self) -> None:
+        """Full-precision weights and momentum, so a resumed run continues exactly; atomic writes."""
+        if self.rank != 0:
+            return
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        names = dict(self.model.named_parameters())
+        for name, p in names.items():
+            buf = self.opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                tensors[f"momentum.{name}"] = buf.detach().cpu().contiguous()
+        weights, meta = self._state_paths()
+        meta_data = {"epoch": self.epoch, "history": self.history, "best": self.best, "config": asdict(self.config),
+                     "classes": self.train_ds.classes}
+        info = json.dumps(meta_data)
+        # The bookkeeping also rides inside the weights file, so one atomic rename commits both: a kill
+        # between the two writes cannot pair new weights with an old epoch count. The .json is for people.
+        checkpoint._atomic_write(weights, st_save(tensors, metadata={STATE_KEY: info}))
+        checkpoint._atomic_write(meta, info.encode())
+
+    def resume(self) -> bool:
+        """Continue from OUT.state.*, if present. Returns whether there was a state to resume."""
+        weights, meta = self._state_paths()
+        if not weights.is_file():
+            return False
+        try:
+            with safe_open(str(weights), "pt") as f:
+                embedded = (f.metadata() or {}).get(STATE_KEY)
+            info = json.loads(embedded) if embedded else json.loads(meta.read_text())
+        except (OSError, ValueError, SafetensorError) as e:
+            raise checkpoint.CheckpointError(f"the saved training state {weights} cannot be read ({e})") from e
+        if info["classes"] != self.train_ds.classes:
+            raise checkpoint.CheckpointError("the saved state was trained on other classes; it cannot be resumed here")
+        tensors = load_file(str(weights))
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        for name, p in self.model.named_parameters():
+            if f"momentum.{name}" in tensors:
+                self.opt.state[p]["momentum_buffer"] = tensors[f"momentum.{name}"].to(p.device)
+        self.epoch, self.history, self.best = info["epoch"], info["history"], info.get("best")
+        return True
+
+    def _should_stop(self) -> bool:
+        """Whether to stop now; with several processes, all stop together if any was asked to, else the
+        others would wait forever for its gradients."""
+        if self.world > 1:
+            flag = torch.tensor([float(self.stopped)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item():
+                self._stop.set()
+        return self.stopped
+
+    def _load_weights(self, stem: str) -> None:
+        """Continue from a whole checkpoint with a fresh schedule (a warm restart), e.g. to train longer."""
+        ck = checkpoint.load(stem)
+        if ck.classes != self.train_ds.classes:
+            raise checkpoint.CheckpointError(f"{stem} was trained on {ck.classes}, not on {self.train_ds.classes}")
+        if ck.model.config.fc_width != self.config.fc_width:
+            raise checkpoint.CheckpointError(
+                f"{stem} has classifier width {ck.model.config.fc_width}, not {self.config.fc_width}")
+        self.model.load_state_dict(ck.model.state_dict())
+
+    def _load_features(self, stem: str) -> None:
+        src = checkpoint.load(stem).model.state_dict()
+        own = self.model.state_dict()
+        own.update({k: v for k, v in src.items() if k.startswith(("conv1.", "conv2."))})
+        self.model.load_state_dict(own)
+
+    def _emit_filters(self) -> None:
+        if self.rank != 0 or not self.callbacks:
+            return
+        fr = frequency_response(self.model)
+        self.emit("filters", epoch=self.epoch, freqs=fr.freqs, response=fr.response, order=fr.order, centres=fr.centres)

@@ -1,0 +1,207 @@
+"""Streamlit glue shared by app.py and the pages: the model picker's state and the cached shipped models.
+
+Per-user things live in st.session_state (each browser tab has its own); only the shipped checkpoints,
+which nobody can change from the app, are cached once per server with st.cache_resource.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import streamlit as st
+
+from envnet import checkpoint
+from envnet.checkpoint import Checkpoint, CheckpointError, from_bytes
+
+SESSION_MODELS = "session_models"  # {key: Checkpoint} trained or uploaded in this session
+MODEL_KEY = "model_key"  # the picker widget's key
+# The selection itself ("file:NAME" or "session:ID") lives under a plain key: Streamlit drops a widget's
+# state when a run does not draw that same widget (another page, a page run on its own), and code may
+# change it at any time (a model just trained), which a drawn widget's own key does not allow.
+CHOICE = "model_choice"
+JOB = "train_job"  # this session's TrainingJob (envnet.session), if it started one
+ADDED = "train_added"  # ids of jobs whose model is already in this session's models
+
+
+@st.cache_resource(show_spinner="Loading model…", max_entries=16)
+def load_shipped(name: str, mtime_ns: int) -> Checkpoint:
+    """A checkpoint from checkpoints/ by NAME; the file's mtime is part of the key so a replaced file is
+    reloaded. Only names from list_checkpoints reach here, never a user's text."""
+    return checkpoint.load(checkpoint.CHECKPOINT_DIR / name)
+
+
+def shipped() -> dict[str, tuple[Path, dict]]:
+    return {f"file:{name}": (stem, card) for name, stem, card in checkpoint.list_checkpoints()}
+
+
+def session_models() -> dict[str, Checkpoint]:
+    return st.session_state.setdefault(SESSION_MODELS, {})
+
+
+def add_session_model(key: str, ckpt: Checkpoint, select: bool = True) -> str:
+    session_models()[key] = ckpt
+    if select:
+        st.session_state[CHOICE] = key
+    return key
+
+
+def model_options() -> dict[str, str]:
+    """key → label, shipped first (the default at the top), then this session's models."""
+    opts = {k: f"{stem.name} (shipped)" for k, (stem, _card) in shipped().items()}
+    for k, ck in session_models().items():
+        label = f"{ck.name} ({'trained here' if k.startswith('session:trained') else 'uploaded'})"
+        n = sum(1 for v in opts.values() if v == label or v.startswith(label + " #"))
+        opts[k] = label if n == 0 else f"{label} #{n + 1}"  # two runs named alike stay distinguishable
+    return opts
+
+
+def adopt_finished_training() -> bool:
+    """Add this session's finished (or stopped) training's model to its models, once, and select it.
+    Runs on every page, so a run that ends while its trainer looks at another page is not lost."""
+    job = st.session_state.get(JOB)
+    if job is None or job.running or job.result is None:
+        return False
+    added = st.session_state.setdefault(ADDED, set())
+    if job.id in added:
+        return False
+    added.add(job.id)
+    add_session_model(f"session:trained-{job.id}", job.result)
+    return True
+
+
+def training_heartbeat() -> None:
+    """While this session's training runs, a small sidebar fragment polls it on every page: the job
+    knows someone is still there (an abandoned run stops itself), and the sidebar shows its progress."""
+    job = st.session_state.get(JOB)
+    if job is None or not job.running:
+        return
+
+    @st.fragment(run_every=3.0)
+    def beat() -> None:
+        job.heartbeat()
+        if not job.running:
+            st.rerun()  # the whole app: the finished model joins the picker
+        s = job.snapshot()
+        st.caption(f"Training “{job.name}”: epoch {max(s.epoch, 1)} of {s.epochs}")
+        st.progress(s.fraction)
+
+    beat()
+
+
+def load_by_key(key: str) -> Checkpoint:
+    if key.startswith("session:"):
+        if key not in session_models():
+            raise CheckpointError("that model is no longer in this session")
+        return session_models()[key]
+    files = shipped()
+    if key not in files:
+        raise CheckpointError(f"{key.removeprefix('file:')} is not in checkpoints/")
+    stem, _ = files[key]
+    weights = stem.with_suffix(".safetensors")
+    return load_shipped(stem.name, weights.stat().st_mtime_ns)
+
+
+def current_checkpoint() -> Checkpoint | None:
+    """The model picked in the sidebar; the first shipped one when nothing (valid) is picked.
+    Shows an error and returns None when no model can be loaded at all."""
+    opts = model_options()
+    key = st.session_state.get(CHOICE)
+    if key not in opts:
+        key = next(iter(opts), None)
+    if key is None:
+        st.error("No model available: checkpoints/ holds no readable checkpoint. Train one on the Train page "
+                 "or upload one in the sidebar.")
+        return None
+    try:
+        return load_by_key(key)
+    except (CheckpointError, OSError) as e:
+        st.error(f"Could not load the model: {e}")
+        return None
+
+
+def model_key_of(ckpt: Checkpoint) -> str:
+    """A stable identity for caching per-model results in this session."""
+    return f"{ckpt.name}:{id(ckpt.model)}"
+
+
+# ---- the sidebar, on every page ---------------------------------------------------------------
+
+
+def model_card(ck) -> None:
+    card = ck.card
+    st.markdown(f"**{ck.name}** — {len(ck.classes)} classes")
+    st.write(", ".join(ck.classes))
+    if card.get("note"):
+        st.caption(card["note"])
+    metrics = card.get("metrics") or {}
+    if "val_acc" in metrics:
+        st.metric("Validation accuracy", f"{metrics['val_acc']:.1%}")
+    elif "train_acc" in metrics:
+        st.metric("Training accuracy", f"{metrics['train_acc']:.1%}")
+    recipe = card.get("recipe") or {}
+    if recipe:
+        keys = ("epochs_completed", "epochs", "lr", "batch_size", "bc", "fc_width", "init_features")
+        st.json({k: recipe[k] for k in keys if k in recipe}, expanded=False)
+    data = card.get("data") or {}
+    if data:
+        st.caption(f"Data: {data.get('source', '?')} — {data.get('n_train', '?')} training clips, "
+                   f"{data.get('n_val', 0)} validation clips")
+    with st.popover("Whole card (JSON)"):
+        st.json({k: v for k, v in card.items() if k != "history"})
+
+
+def upload_model() -> None:
+    weights = st.file_uploader("Weights (.safetensors)", type=["safetensors"], key="upload_weights")
+    card = st.file_uploader("Model card (.json)", type=["json"], key="upload_card")
+    if st.button("Add this model", key="add_uploaded_model", disabled=not (weights and card)):
+        try:
+            ck = from_bytes(weights.getvalue(), card.getvalue())
+        except CheckpointError as e:
+            st.error(f"This model cannot be used: {e}")
+            return
+        add_session_model(f"session:uploaded-{uuid.uuid4().hex[:8]}", ck)
+        st.session_state["sidebar_flash"] = f"Added {ck.name} ({len(ck.classes)} classes); it is now selected."
+        st.rerun()
+
+
+def _picked() -> None:
+    st.session_state[CHOICE] = st.session_state[MODEL_KEY]
+
+
+def render_sidebar() -> None:
+    """The model picker, the model card and the model upload."""
+    adopt_finished_training()
+    with st.sidebar:
+        st.title("EnvNet Sound Lab")
+        options = model_options()
+        if options:
+            if st.session_state.get(CHOICE) not in options:
+                st.session_state[CHOICE] = next(iter(options))
+            st.session_state[MODEL_KEY] = st.session_state[CHOICE]
+            st.selectbox("Model", list(options), format_func=options.get, key=MODEL_KEY, on_change=_picked,
+                         help="Shipped checkpoints, then models trained or uploaded in this browser session "
+                              "(only you can see those).")
+        if "sidebar_flash" in st.session_state:
+            st.success(st.session_state.pop("sidebar_flash"))
+        ckpt = current_checkpoint()
+        if ckpt is not None:
+            with st.expander("Model card"):
+                model_card(ckpt)
+        with st.expander("Use your own model file"):
+            upload_model()
+        training_heartbeat()
+
+
+def page_setup() -> None:
+    """Called at the top of every page. Normally app.py has drawn the sidebar and runs the page through
+    st.navigation. Streamlit also runs a file in pages/ on its own (no app.py) when it is the very first
+    request a server gets, e.g. a deep link, and in AppTest.switch_page: then draw the sidebar here."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+
+        standalone = bool(PagesManager.uses_pages_directory)
+    except (ImportError, AttributeError):  # a future Streamlit without this flag: app.py is always the entry
+        standalone = False
+    if standalone:
+        render_sidebar()

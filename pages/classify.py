@@ -1,0 +1,184 @@
+"""Classify a sound and compare what EnvNet learned with a mel spectrogram.
+
+Widget labels: radio "Sound source" (Upload / Record / Example); file uploader "Upload a sound file";
+audio input "Record a sound"; radio "Example kind"; selectbox "Demo sound"; selectboxes "Dataset",
+"Class", "Clip"; button "Use this example"; slider "Window"; toggle "Order learned filters by centre
+frequency"; number input "Top classes to show". Figures: "Waveform and analysed windows", "Top classes",
+"Class probabilities over time", "Learned spectrogram (40 × 150)" beside "Mel spectrogram (40 × 150)".
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from envnet import plots
+from envnet.audio import AUDIO_EXTENSIONS, AudioError, is_silent, load_audio, to_wav_bytes, window_at
+from envnet.examples import DEMO_SOUNDS, clips_by_class, dataset_roots
+from envnet.model import SAMPLE_RATE, WINDOW
+from envnet.predict import predict
+from envnet.session import cached_frequency_response
+from envnet.spectra import learned_spectrogram, mel_spectrogram
+from pages._ui import current_checkpoint, model_key_of, page_setup
+
+CLIP = "classify_clip"  # {"id", "name", "wave"}: this session's current clip, kept across pages and reruns
+MAX_TIMELINE_WINDOWS = 120
+
+
+def set_clip(name: str, wave: torch.Tensor, clip_id: str) -> None:
+    st.session_state[CLIP] = {"id": clip_id, "name": name, "wave": wave}
+
+
+def decode(name: str, data: bytes, clip_id: str) -> None:
+    """Decode once per upload/recording; errors are shown, the previous clip is kept."""
+    current = st.session_state.get(CLIP)
+    if current and current["id"] == clip_id:
+        return
+    ext = Path(name).suffix.lower()
+    if ext and ext not in AUDIO_EXTENSIONS:
+        st.error(f"“{name}” is a {ext} file, not a sound file EnvNet can read. Please upload WAV, FLAC, OGG or MP3.")
+        return
+    try:
+        wave = load_audio(data)
+    except AudioError as e:
+        st.error(f"Could not use “{name}”: {e}")
+        return
+    set_clip(name, wave, clip_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def dataset_index(root: str) -> dict[str, list[str]]:
+    return {c: [str(p) for p in ps] for c, ps in clips_by_class(root).items()}
+
+
+def choose_source() -> None:
+    source = st.radio("Sound source", ["Upload", "Record", "Example"], horizontal=True, key="classify_source")
+    if source == "Upload":
+        up = st.file_uploader("Upload a sound file", key="classify_upload",
+                              help="WAV, FLAC, OGG or MP3, up to 60 seconds. Stereo is mixed to mono, "
+                                   "any sample rate is converted to 16 kHz.")
+        if up is not None:
+            decode(up.name, up.getvalue(), f"upload:{up.file_id}")
+    elif source == "Record":
+        rec = st.audio_input("Record a sound", sample_rate=SAMPLE_RATE, key="classify_record")
+        if rec is not None:
+            decode("your recording", rec.getvalue(), f"record:{rec.file_id}")
+    else:
+        roots = dataset_roots()
+        kinds = ["Generated demo sounds"] + (["Dataset clips"] if roots else [])
+        kind = st.radio("Example kind", kinds, horizontal=True, key="classify_example_kind")
+        if not roots:
+            st.caption("No dataset found in the cache: download ESC-10 on the Train page to browse real clips here.")
+        if kind == "Generated demo sounds":
+            name = st.selectbox("Demo sound", list(DEMO_SOUNDS), key="classify_demo")
+            if st.button("Use this example", key="classify_use_demo") or CLIP not in st.session_state:
+                set_clip(name, DEMO_SOUNDS[name](), f"demo:{name}")
+        else:
+            root = st.selectbox("Dataset", [str(r) for r in roots], key="classify_dataset")
+            try:
+                index = dataset_index(root)
+            except (OSError, ValueError) as e:
+                st.error(f"Could not read that dataset: {e}")
+                return
+            c1, c2 = st.columns(2)
+            cls = c1.selectbox("Class", list(index), key="classify_class")
+            path = c2.selectbox("Clip", index[cls], format_func=lambda p: Path(p).name, key="classify_clip_path")
+            if st.button("Use this example", key="classify_use_clip") and path:
+                try:
+                    set_clip(f"{cls}: {Path(path).name}", load_audio(path), f"file:{path}")
+                except AudioError as e:
+                    st.error(str(e))
+
+
+def timeline_hop(n: int) -> int:
+    """0.5 s between windows, coarser for long clips so at most MAX_TIMELINE_WINDOWS are computed."""
+    return max(SAMPLE_RATE // 2, math.ceil(max(0, n - WINDOW) / (MAX_TIMELINE_WINDOWS - 1)))
+
+
+def analyse(ck, clip: dict) -> dict:
+    """Predictions for this clip and model, computed once and kept in the session."""
+    key = (clip["id"], model_key_of(ck))
+    cache = st.session_state.setdefault("classify_results", {})
+    if key not in cache:
+        wave = clip["wave"]
+        hop = timeline_hop(wave.numel())
+        with st.spinner("Listening…"):
+            clip_pred = predict(ck.model, wave, ck.classes, n_crops=10)
+            timeline = predict(ck.model, wave, ck.classes, hop=hop)
+        cache.clear()  # one clip's results at a time: bounded memory per session
+        cache[key] = {"clip": clip_pred, "timeline": timeline}
+    return cache[key]
+
+
+def pick_window(timeline, n_windows: int) -> int:
+    """The window slider, which a click on the timeline also moves."""
+    if n_windows <= 1:
+        return 0
+    # The chart's click from the last interaction is in session state before the chart is drawn again;
+    # applying it first lets this run's chart and slider both show the clicked window.
+    event = st.session_state.get("classify_timeline")
+    points = event.get("selection", {}).get("points", []) if event else []
+    if points:
+        clicked = points[0].get("customdata", points[0].get("point_index"))
+        if isinstance(clicked, list):
+            clicked = clicked[0]
+        # Apply a click once: afterwards the slider may move on its own while the selection lingers.
+        if clicked is not None and st.session_state.get("classify_last_click") != clicked:
+            st.session_state["classify_last_click"] = clicked
+            st.session_state["classify_window"] = int(clicked)
+    if st.session_state.get("classify_window", 0) >= n_windows:
+        st.session_state["classify_window"] = 0
+    fig = plots.timeline_figure(timeline.window_probs, timeline.starts, timeline.classes,
+                                selected=st.session_state.get("classify_window", 0))
+    st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="classify_timeline", width="stretch", theme=None)
+    return st.slider("Window", 0, n_windows - 1, key="classify_window",
+                     help="Which 1.5 s window to show in the spectrograms below; clicking a point on the "
+                          "timeline picks its window too.")
+
+
+page_setup()
+st.header("Classify a sound")
+st.caption("EnvNet listens to 1.5 s windows of raw audio. Upload, record or pick a sound; see what it hears.")
+ck = current_checkpoint()
+choose_source()
+clip = st.session_state.get(CLIP)
+
+if ck is not None and clip is not None:
+    wave: torch.Tensor = clip["wave"]
+    st.subheader(f"“{clip['name']}” — {wave.numel() / SAMPLE_RATE:.2f} s")
+    if is_silent(wave):
+        st.warning("This clip is silent (or nearly): there is nothing to classify, so the scores below mean little.")
+    res = analyse(ck, clip)
+    timeline = res["timeline"]
+    left, right = st.columns([3, 2])
+    with right:
+        st.audio(to_wav_bytes(wave), format="audio/wav")
+        k = st.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="classify_topk")
+        st.plotly_chart(plots.topk_figure(res["clip"].top(int(k))), width="stretch", theme=None, key="classify_top")
+        best, p = res["clip"].top(1)[0]
+        st.markdown(f"**Best guess: {best}** ({p:.0%}, averaged over {len(res['clip'].starts)} windows)")
+    with left:
+        n_windows = len(timeline.starts)
+        if n_windows > 1:
+            sel = pick_window(timeline, n_windows)
+        else:
+            sel = 0
+            st.caption("The clip fits in one window (shorter clips are centred in silence).")
+        st.plotly_chart(plots.waveform_figure(wave, timeline.starts, sel), width="stretch", theme=None,
+                        key="classify_wave")
+    starts = timeline.starts  # the timeline's windows are the ones the slider and the chart count
+    win = window_at(wave, starts[sel])
+    sort = st.toggle("Order learned filters by centre frequency", value=True, key="classify_sort",
+                     help="Stack the learned filters from low to high frequency so the map reads like a spectrogram.")
+    order = cached_frequency_response(ck.model).order if sort else None
+    fig = plots.spectrogram_pair(learned_spectrogram(ck.model, win), mel_spectrogram(win),
+                                 start_sample=starts[sel], order=order)
+    st.plotly_chart(fig, width="stretch", theme=None, key="classify_spectrograms")
+    st.caption(f"Window {sel}: {starts[sel] / SAMPLE_RATE:.2f}–{(starts[sel] + WINDOW) / SAMPLE_RATE:.2f} s. "
+               "Left: the 40 filters EnvNet learned, max-pooled every 10 ms. Right: a 40-band mel spectrogram "
+               "of the same samples, frame for frame.")
+elif ck is not None:
+    st.info("Choose a sound above to classify it.")

@@ -1,0 +1,72 @@
+"""What the learned filters listen to, measured with pure tones, beside a mel filterbank.
+
+Widget labels: toggle "Sort filters by centre frequency"; radio "Test sound" (Tone / Sweep);
+select slider "Tone frequency (Hz)". Figures: "Learned filters … / Mel filterbank (40 bands)",
+"Kernels (8 taps each)" / "Kernel magnitude spectra", "How strongly each filter responds",
+"Learned spectrogram (40 × 150)" beside "Mel spectrogram (40 × 150)".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from envnet import examples, plots
+from envnet.audio import to_wav_bytes
+from envnet.model import WINDOW
+from envnet.session import cached_frequency_response
+from envnet.spectra import kernel_spectra, learned_spectrogram, mel_frequency_response, mel_spectrogram, tone
+from pages._ui import current_checkpoint, page_setup
+
+
+@st.cache_resource(show_spinner=False)
+def mel_response():
+    return mel_frequency_response()
+
+
+page_setup()
+st.header("Filters: what EnvNet learned to listen for")
+st.caption("Each of the 40 learned filters is played pure tones from 10 Hz to 8 kHz; the heatmap shows how "
+           "strongly it answers each one. A mel filterbank, measured the same way, is the hand-made "
+           "equivalent a classic spectrogram uses.")
+ck = current_checkpoint()
+if ck is not None:
+    model = ck.model
+    with st.spinner("Measuring the filters with pure tones…"):
+        fr = cached_frequency_response(model)
+    sort = st.toggle("Sort filters by centre frequency", value=True, key="filters_sort")
+    st.plotly_chart(plots.filterbank_comparison(fr, mel_response(), sort=sort), width="stretch", theme=None,
+                    key="filters_compare")
+    alive = np.isfinite(fr.centres)
+    if alive.any():
+        st.caption(f"Centre frequencies of the {int(alive.sum())} responding filters range from "
+                   f"{np.nanmin(fr.centres):.0f} Hz to {np.nanmax(fr.centres):.0f} Hz (feature block: "
+                   "conv1 → conv2 → 10 ms max-pool).")
+    if (~alive).any():
+        st.caption(f"{int((~alive).sum())} filters never respond to a pure tone (\"dead\" filters).")
+
+    st.subheader("The first layer's kernels")
+    st.caption("Each first-layer filter is just 8 numbers (0.5 ms of audio). Their spectra show which "
+               "frequencies each one lets through on its own, before the second layer combines them.")
+    w, db, freqs = kernel_spectra(model)
+    st.plotly_chart(plots.kernels_figure(w, db, freqs, order=fr.order if sort else None), width="stretch", theme=None,
+                    key="filters_kernels")
+
+    st.subheader("Tone explorer")
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        kind = st.radio("Test sound", ["Tone", "Sweep"], horizontal=True, key="filters_kind")
+        if kind == "Tone":
+            choices = [int(round(f)) for f in np.geomspace(20, 8000, 41)]
+            f = st.select_slider("Tone frequency (Hz)", choices, value=choices[24], key="filters_freq")
+            sound = tone(float(f), WINDOW)
+        else:
+            st.caption("An exponential sweep from 50 Hz to 7.5 kHz over one 1.5 s window.")
+            sound = examples.sweep(50.0, 7500.0, seconds=WINDOW / 16000)[:WINDOW]
+        st.audio(to_wav_bytes(sound), format="audio/wav")
+    spec = learned_spectrogram(model, sound)
+    with c2:
+        st.plotly_chart(plots.filter_activity_figure(spec.mean(-1), fr.centres, order=fr.order if sort else None),
+                        width="stretch", theme=None, key="filters_activity")
+    st.plotly_chart(plots.spectrogram_pair(spec, mel_spectrogram(sound), order=fr.order if sort else None),
+                    width="stretch", theme=None, key="filters_tone_spec")

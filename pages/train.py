@@ -1,0 +1,305 @@
+"""Train EnvNet live: on your own classes, ESC-10/ESC-50 from the cache, or a folder on the server.
+
+Widget labels: radio "Training data" ("Your own classes" / "ESC-10 / ESC-50 (cache)" / "A folder on the
+server"); text input "New class name", button "Add class"; per class an expander "Class “NAME”" with
+file uploader "Add examples to “NAME”", audio input "Record an example of “NAME”", button "Remove “NAME”";
+button "Download ESC-50 (includes ESC-10)"; selectboxes "Dataset folder", "Subset"; text input "Folder on the server";
+number inputs "Epochs", "Batch size"; select slider "Learning rate"; selectbox "Classifier width";
+selectbox "Validation"; checkboxes "BC learning (mix sounds of two classes)", "Start from the default
+model's feature layers"; text input "Model name"; buttons "Start training", "Stop training",
+"Download weights (.safetensors)", "Download model card (.json)", "Share on this server".
+Figures: "Loss"/"Accuracy" curves, "Frequency response of the 40 learned filters …",
+"How the filters evolved".
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+
+import streamlit as st
+
+from envnet import checkpoint, plots
+from envnet.audio import AudioError, load_audio
+from envnet.data import Dataset, load_waves, read_dataset, read_esc50
+from envnet.examples import dataset_roots
+from envnet.model import SAMPLE_RATE
+from envnet.session import SLOT, TrainingJob, checkpoint_stem, own_dataset, safe_name
+from envnet.train import TrainConfig
+from pages._ui import ADDED, JOB, page_setup
+
+OWN = "own_classes"  # {class name: {"id": str, "clips": [{"name", "wave"}]}}
+SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
+_DOWNLOAD_LOCK = threading.Lock()  # one dataset download per server
+
+
+def own_classes() -> dict:
+    st.session_state.setdefault(SEEN, set())
+    return st.session_state.setdefault(OWN, {})
+
+
+def add_class() -> None:
+    name = st.session_state.get("own_new_class", "").strip()
+    classes = own_classes()
+    if not name:
+        st.session_state["own_msg"] = "Type a name for the class first."
+    elif name in classes:
+        st.session_state["own_msg"] = f"There is already a class called “{name}”."
+    else:
+        classes[name] = {"id": uuid.uuid4().hex[:8], "clips": []}
+        st.session_state["own_new_class"] = ""
+
+
+def add_example(cls: dict, file_id: str, name: str, data: bytes) -> None:
+    seen = st.session_state[SEEN]
+    if file_id in seen:
+        return
+    seen.add(file_id)
+    try:
+        wave = load_audio(data, trim=True)
+    except AudioError as e:
+        st.error(f"“{name}” was not added: {e}")
+        return
+    if wave.numel() < SAMPLE_RATE // 20 or float(wave.abs().max()) < 1e-4:
+        st.error(f"“{name}” was not added: it is silent or shorter than 50 ms.")
+        return
+    cls["clips"].append({"name": name, "wave": wave})
+
+
+def own_classes_editor() -> None:
+    classes = own_classes()
+    st.markdown("Name two or more classes (say *clap*, *whistle*, *knock*), then give each a few examples: "
+                "upload files or record with the microphone. Five or more per class works best.")
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    c1.text_input("New class name", key="own_new_class", placeholder="e.g. clap")
+    c2.button("Add class", key="own_add_class", on_click=add_class, width="stretch")
+    if msg := st.session_state.pop("own_msg", None):
+        st.warning(msg)
+    for name in list(classes):
+        cls = classes[name]
+        # The count is drawn after the widgets below have added this run's files, so it is never stale.
+        with st.expander(f"Class “{name}”", expanded=True):
+            ups = st.file_uploader(f"Add examples to “{name}”", accept_multiple_files=True, key=f"own_up_{cls['id']}")
+            for f in ups or []:
+                add_example(cls, f"up:{f.file_id}", f.name, f.getvalue())
+            rec = st.audio_input(f"Record an example of “{name}”", sample_rate=SAMPLE_RATE, key=f"own_rec_{cls['id']}")
+            if rec is not None:
+                add_example(cls, f"rec:{rec.file_id}", f"recording {len(cls['clips']) + 1}", rec.getvalue())
+            n = len(cls["clips"])
+            st.caption(f"{name}: {n} example{'s' if n != 1 else ''}" + (": " if n else "")
+                       + ", ".join(f"{c['name']} ({c['wave'].numel() / SAMPLE_RATE:.1f} s)" for c in cls["clips"]))
+            if st.button(f"Remove “{name}”", key=f"own_rm_{cls['id']}"):
+                del classes[name]
+                st.rerun()
+
+
+def download_button() -> None:
+    if not st.button("Download ESC-50 (includes ESC-10)", key="train_download",
+                     help="About 600 MB from GitHub into the server's cache."):
+        return
+    try:
+        from envnet import download
+    except ImportError:
+        st.error("The dataset downloader is not part of this installation.")
+        return
+    if not _DOWNLOAD_LOCK.acquire(blocking=False):
+        st.warning("Another visitor is downloading the dataset right now; try again in a few minutes.")
+        return
+    try:
+        with st.spinner("Downloading ESC-50… (this can take several minutes)"):
+            root = download.download("esc50", progress=False)
+        st.success(f"ESC-50 is ready at {root}.")
+    except Exception as e:  # offline, disk full, bad archive: say so, keep the page usable
+        st.error(f"The download did not work: {e}")
+    finally:
+        _DOWNLOAD_LOCK.release()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def cached_dataset(root: str, subset: str | None) -> Dataset:
+    """Decoded waveforms, shared by every session (the data on disk is the same for all)."""
+    return load_waves(read_dataset(root, subset))
+
+
+def choose_data() -> tuple[Dataset | None, Dataset | None]:
+    sources = ["Your own classes", "ESC-10 / ESC-50 (cache)", "A folder on the server"]
+    if os.environ.get("ENVNET_PUBLIC"):  # a public Space must not let visitors browse the server's folders
+        sources.pop()
+    source = st.radio("Training data", sources, horizontal=True, key="train_source")
+    if source == "Your own classes":
+        own_classes_editor()
+        examples = {n: [c["wave"] for c in v["clips"]] for n, v in own_classes().items()}
+        if sum(1 for w in examples.values() if w) < 2:
+            st.info("Add at least two classes with at least one example each to train.")
+            return None, None
+        ds = own_dataset(examples)
+        val = st.selectbox("Validation", ["none", "hold out every 5th example"], key="train_val_own",
+                           help="Held-out examples are not trained on; their accuracy shows what the model learned.")
+        if val == "none":
+            return ds, None
+        train, held = ds.select(exclude=[5]), ds.select(folds=[5])
+        if len({c.label for c in train.clips}) < len(ds.classes):
+            st.warning("Some class has too few examples to hold any out; training on everything instead.")
+            return ds, None
+        return train, held if len(held) else None
+    if source == "ESC-10 / ESC-50 (cache)":
+        roots = dataset_roots()
+        if not roots:
+            st.info("No ESC-50 copy was found on this server.")
+            download_button()
+            return None, None
+        root = st.selectbox("Dataset folder", [str(r) for r in roots], key="train_root")
+        subset = st.selectbox("Subset", ["esc10", "esc50"], format_func=str.upper, key="train_subset")
+        return split_by_fold(root, subset)
+    folder = st.text_input("Folder on the server", key="train_folder",
+                           help="ESC-50's layout (audio/ + meta/esc50.csv) or one sub-folder of audio files per class.")
+    if not folder:
+        return None, None
+    return split_by_fold(folder, None)
+
+
+def split_by_fold(root: str, subset: str | None) -> tuple[Dataset | None, Dataset | None]:
+    try:
+        (read_esc50(root, subset) if subset else read_dataset(root))  # fail fast, before decoding
+        with st.spinner("Decoding the clips (only the first time)…"):
+            ds = cached_dataset(root, subset)
+    except (OSError, ValueError) as e:
+        st.error(f"Could not read {root}: {e}")
+        return None, None
+    st.caption(f"{len(ds)} clips, {len(ds.classes)} classes, folds {ds.folds}.")
+    options = ["none", *ds.folds]
+    val = st.selectbox("Validation", options, index=len(options) - 1, key="train_val_fold",
+                       format_func=lambda f: "none" if f == "none" else f"fold {f}")
+    if val == "none":
+        return ds, None
+    return ds.select(exclude=[val]), ds.select(folds=[val])
+
+
+def settings() -> tuple[TrainConfig, str]:
+    c = st.columns(4)
+    epochs = c[0].number_input("Epochs", 1, 2000, 20, key="train_epochs")
+    batch = c[1].number_input("Batch size", 1, 256, 32, key="train_batch")
+    lr = c[2].select_slider("Learning rate", [0.001, 0.003, 0.01, 0.03, 0.1], value=0.01, key="train_lr")
+    width = c[3].selectbox("Classifier width", [64, 256, 1024, 4096], index=1, key="train_width",
+                           help="Units in each fully connected layer; the paper uses 4096, small data needs less.")
+    c = st.columns(3)
+    bc = c[0].checkbox("BC learning (mix sounds of two classes)", key="train_bc",
+                       help="Between-class learning: train on mixtures, labelled by their mixing ratio.")
+    init = c[1].checkbox("Start from the default model's feature layers", value=True, key="train_init",
+                         help="Reuse the shipped model's learned filters: much faster on little data.")
+    name = c[2].text_input("Model name", "my-model", key="train_name")
+    init_path = None
+    if init:
+        if checkpoint.paths(checkpoint.default_checkpoint())[0].is_file():
+            init_path = str(checkpoint.default_checkpoint())
+        else:
+            st.caption("No default checkpoint here: starting from random filters.")
+    cfg = TrainConfig(epochs=int(epochs), batch_size=int(batch), lr=float(lr), fc_width=int(width), bc=bc,
+                      init_features=init_path, eval_every=max(1, int(epochs) // 10), filters_every=1)
+    return cfg, safe_name(name, "my-model")
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "…"
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+def finished(job: TrainingJob, state) -> None:
+    ck = job.result
+    if ck is None:
+        return
+    if job.id not in st.session_state.get(ADDED, set()):
+        st.rerun()  # the whole app: the sidebar adopts the new model into the picker and selects it
+    st.success(f"“{ck.name}” is trained and selected in the sidebar: try it on the Classify page.")
+    if state.snapshots and state.freqs is not None:
+        st.plotly_chart(plots.filter_evolution_figure(state.snapshots, state.freqs), width="stretch", theme=None,
+                        key="train_evolution")
+    blobs = st.session_state.setdefault("train_blobs", {})
+    if job.id not in blobs:
+        import json
+
+        blobs.clear()
+        blobs[job.id] = (checkpoint.state_bytes(ck.model), json.dumps(ck.card, indent=2).encode())
+    weights, card = blobs[job.id]
+    c = st.columns(3)
+    c[0].download_button("Download weights (.safetensors)", weights, f"{ck.name}.safetensors",
+                         "application/octet-stream", key="train_dl_weights")
+    c[1].download_button("Download model card (.json)", card, f"{ck.name}.json", "application/json",
+                         key="train_dl_card")
+    if c[2].button("Share on this server", key="train_share",
+                   help="Save it to checkpoints/ so every visitor can pick it. Existing names are never overwritten."):
+        try:
+            stem = checkpoint_stem(ck.name)
+            if any(p.exists() for p in checkpoint.paths(stem)):
+                st.error(f"A checkpoint called “{stem.name}” already exists; rename your model and train again.")
+            else:
+                checkpoint.save(stem, ck.model, {**ck.card, "name": stem.name})
+                st.success(f"Saved as checkpoints/{stem.name}: every visitor can now pick it.")
+        except (checkpoint.CheckpointError, OSError) as e:
+            st.error(f"Could not save: {e}")
+
+
+def live_view() -> None:
+    job: TrainingJob | None = st.session_state.get(JOB)
+    if job is None:
+        return
+    job.heartbeat()
+    s = job.snapshot()
+    if s.status == "running":
+        text = (f"Epoch {max(s.epoch, 1)} of {s.epochs}, batch {s.batch}/{s.n_batches or '…'} · "
+                f"{fmt_seconds(job.elapsed)} so far · about {fmt_seconds(job.eta(s.fraction))} left")
+        st.progress(s.fraction, text=text)
+        st.button("Stop training", key="train_stop", on_click=job.stop, type="primary")
+    elif s.status == "failed":
+        st.error(f"Training failed: {s.error}")
+    else:
+        st.progress(1.0 if s.status == "done" else s.fraction,
+                    text=f"{'Finished' if s.status == 'done' else 'Stopped'} after {len(s.history)} epochs "
+                         f"in {fmt_seconds(job.elapsed)}.")
+        if s.message:
+            st.info(s.message)
+    if s.history or s.batch_losses:
+        st.plotly_chart(plots.training_curves(s.history, s.batch_losses), width="stretch", theme=None,
+                        key="train_curves")
+    if s.latest is not None:
+        st.plotly_chart(plots.frequency_response_figure(
+            s.latest, sort=True, title=f"Frequency response of the 40 learned filters after epoch {s.snapshots[-1][0]}"
+        ), width="stretch", theme=None, key="train_filters")
+    if s.status in ("done", "stopped"):
+        finished(job, s)
+    elif s.status == "running" and not job.running:
+        st.rerun()  # the thread ended between snapshot and now: redraw the final state
+
+
+page_setup()
+st.header("Train your own EnvNet")
+st.caption("Training runs on this server's CPU; one training at a time for everyone using it.")
+train_ds, val_ds = choose_data()
+cfg, name = settings()
+job: TrainingJob | None = st.session_state.get(JOB)
+mine_running = job is not None and job.running
+busy = SLOT.owner is not None and not mine_running
+if busy:
+    st.warning(f"The server is busy training another visitor's model (for {fmt_seconds(SLOT.busy_for())} so far). "
+               "Please try again when it has finished.")
+if train_ds is not None:
+    st.caption(f"Training on {len(train_ds)} clips of {len(train_ds.classes)} classes"
+               + (f", validating on {len(val_ds)}." if val_ds is not None else ", no validation."))
+if st.button("Start training", key="train_start", type="primary",
+             disabled=train_ds is None or busy or mine_running):
+    try:
+        new = TrainingJob(train_ds, val_ds, cfg, name)
+    except (checkpoint.CheckpointError, OSError, ValueError) as e:
+        st.error(f"Could not set up training: {e}")
+    else:
+        if new.start():
+            st.session_state[JOB] = new
+            st.rerun()
+        else:
+            st.warning("Someone else just started a training; please wait for it to finish.")
+
+job = st.session_state.get(JOB)
+if job is not None:
+    st.fragment(run_every=1.0 if job.running else None)(live_view)()

@@ -1,0 +1,238 @@
+"""What a person does in the app, in a real Chromium: open it, classify an upload, record with a microphone,
+survive a corrupt file, train their own classes and use the result.
+
+Each journey asserts what is on screen (text, plot titles and plotly's own data, no error box unless
+expected, no traceback); a failure leaves a full-page screenshot in tests/browser/artifacts/.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from envnet import load_audio, load_checkpoint, predict
+
+from . import pw
+from .browser_support import UI_TIMEOUT_MS, clicks, launch, noise, sweep, tone, write_wav
+
+LEARNED = "Learned spectrogram (40 × 150)"
+MEL = "Mel spectrogram (40 × 150)"
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return load_checkpoint()
+
+
+def expected_top(ck, path, k: int = 5) -> list[tuple[str, float]]:
+    """What the library says about a clip: the app must show the same."""
+    return predict(ck.model, load_audio(path.read_bytes()), ck.classes, n_crops=10).top(k)
+
+
+def shown_top(page) -> list[tuple[str, float]]:
+    """The "Top classes" bar chart's (label, probability) pairs, as plotted."""
+    fig = pw.wait_plot(page, "Top classes")
+    bars = fig["traces"][0]
+    return sorted(zip(bars["y"], bars["x"], strict=True), key=lambda t: -t[1])
+
+
+def assert_spectrograms(page, changed_from: dict | None = None) -> dict:
+    fig = pw.wait_plot(page, LEARNED, changed_from=changed_from)
+    assert MEL in fig["annotations"], fig["annotations"]
+    heatmaps = [t for t in fig["traces"] if t["type"] == "heatmap"]
+    assert [h["z_shape"] for h in heatmaps] == [[40, 150], [40, 150]], heatmaps
+    return fig
+
+
+# ---------------------------------------------------------------- 1. open the app
+
+
+def test_open_app_shows_default_model_and_its_classes(page, server, default_model) -> None:
+    pw.open_app(page, server.url)
+    assert page.get_by_role("heading", name="Classify a sound").is_visible()
+    sidebar = page.get_by_test_id("stSidebar")
+    # The model picker shows the shipped default.
+    assert sidebar.get_by_role("combobox", name="Model").input_value().startswith(default_model.name)
+    sidebar.get_by_text("Model card", exact=True).click()
+    card = sidebar.get_by_test_id("stExpander").filter(has=page.get_by_text("Model card", exact=True))
+    for cls in default_model.classes:
+        card.get_by_text(cls, exact=False).first.wait_for()
+    assert f"{len(default_model.classes)} classes" in card.inner_text()
+    # The other pages are one click away.
+    nav = sidebar.get_by_test_id("stSidebarNav").inner_text()
+    for title in ("Classify", "Train", "Filters", "How it works"):
+        assert title in nav
+    pw.assert_no_errors(page)
+
+
+# ---------------------------------------------------------------- 2. classify an upload
+
+
+def test_classify_upload_shows_topk_and_both_spectrograms_and_window_slider_updates_them(
+    page, server, default_model, tmp_path
+) -> None:
+    # 3 s: longer than one window, so there is a timeline and a slider to move.
+    sr = 22050  # not 16 kHz, so the app's resampling is on the way
+    clip = write_wav(tmp_path / "chirp.wav", 0.6 * sweep(200, 4000, 3.0, sr=sr) + 0.1 * noise(3.0, sr=sr), sr=sr)
+    pw.open_app(page, server.url)
+    pw.upload(page, "Upload a sound file", clip)
+    page.get_by_text("Best guess:").wait_for()
+    pw.wait_idle(page)
+
+    top = shown_top(page)
+    want = expected_top(default_model, clip, len(top))
+    assert [c for c, _ in top] == [c for c, _ in want]
+    assert np.allclose([p for _, p in top], [p for _, p in want], atol=2e-3), (top, want)
+    best, p = want[0]
+    assert f"Best guess: {best}" in pw.main(page).inner_text()
+
+    before = assert_spectrograms(page)
+    slider = pw.main(page).get_by_role("slider")
+    assert slider.input_value() == "0"
+    slider.focus()
+    for _ in range(2):
+        page.keyboard.press("ArrowRight")
+    # Both heatmaps must change: compare each trace's contents, not just that something re-rendered.
+    after = assert_spectrograms(page, changed_from=before)
+    pw.wait_idle(page)
+    after = assert_spectrograms(page)
+    sums_before = [t["z_sum"] for t in before["traces"] if t["type"] == "heatmap"]
+    sums_after = [t["z_sum"] for t in after["traces"] if t["type"] == "heatmap"]
+    assert all(abs(a - b) > 1e-6 for a, b in zip(sums_before, sums_after, strict=True)), (sums_before, sums_after)
+    assert slider.input_value() == "2"
+    assert re.search(r"Window 2: 1\.00", pw.main(page).inner_text()), "the caption does not name window 2"
+    pw.assert_no_errors(page)
+
+
+# ---------------------------------------------------------------- 3. record with the microphone
+
+
+@pytest.fixture
+def mic_browser(playwright_instance, tmp_path_factory):
+    """A Chromium whose fake microphone plays a generated wav (Chromium loops it) without asking."""
+    wav = write_wav(tmp_path_factory.mktemp("mic") / "mic.wav", 0.5 * clicks(3.0) + tone(660, 3.0, amp=0.3), sr=48000)
+    b = launch(playwright_instance, [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+    ])
+    yield b
+    b.close()
+
+
+def test_record_with_fake_microphone_gets_a_prediction(new_page, mic_browser, server) -> None:
+    page = new_page(mic_browser)
+    page.context.grant_permissions(["microphone"], origin=server.url)
+    pw.open_app(page, server.url)
+    pw.choose_radio(page, "Record")
+    recorder = page.get_by_test_id("stAudioInput")
+    recorder.wait_for()
+    recorder.get_by_role("button", name=re.compile("record", re.I)).first.click()
+    page.wait_for_timeout(2500)  # 2.5 s of the looping fake microphone
+    recorder.get_by_role("button", name=re.compile("stop", re.I)).first.click()
+    page.get_by_text("“your recording”").wait_for(timeout=UI_TIMEOUT_MS)
+    page.get_by_text("Best guess:").wait_for()
+    pw.wait_idle(page)
+    heading = pw.main(page).get_by_text("“your recording”").inner_text()
+    seconds = float(re.search(r"([\d.]+) s", heading).group(1))
+    assert 1.0 < seconds < 10.0, heading
+    assert len(shown_top(page)) == 5
+    assert_spectrograms(page)
+    pw.assert_no_errors(page)
+
+
+# ---------------------------------------------------------------- 4. a corrupt upload
+
+
+def test_corrupt_upload_shows_a_clear_message_and_page_still_works(page, server, default_model, tmp_path) -> None:
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(256)) * 4)  # a WAV header, then garbage
+    good = write_wav(tmp_path / "tone.wav", tone(440, 2.0))
+    pw.open_app(page, server.url)
+    pw.upload(page, "Upload a sound file", bad)
+    page.get_by_text("Could not use “broken.wav”").wait_for()
+    pw.wait_idle(page)
+    errs = pw.errors(page)
+    assert len(errs) == 1 and "broken.wav" in errs[0], errs
+    assert "Traceback" not in errs[0] and "Error:" not in errs[0].split(":", 1)[0]
+    pw.assert_no_errors(page, allow="broken.wav")
+    assert page.get_by_text("Best guess:").count() == 0
+
+    # The page still works: the next, good file is classified and the error box goes away.
+    pw.upload(page, "Upload a sound file", good)
+    page.get_by_text("“tone.wav”").wait_for()
+    page.get_by_text("Best guess:").wait_for()
+    pw.wait_idle(page)
+    assert [c for c, _ in shown_top(page)] == [c for c, _ in expected_top(default_model, good)]
+    assert_spectrograms(page)
+    pw.assert_no_errors(page)
+
+
+def test_text_file_renamed_to_wav_gets_a_message_not_a_traceback(page, server, tmp_path) -> None:
+    fake = tmp_path / "notes.wav"
+    fake.write_text("these are my lecture notes, not a sound\n" * 20)
+    pw.open_app(page, server.url)
+    pw.upload(page, "Upload a sound file", fake)
+    page.get_by_text("Could not use “notes.wav”").wait_for()
+    pw.wait_idle(page)
+    pw.assert_no_errors(page, allow="notes.wav")
+
+
+# ---------------------------------------------------------------- 5. train your own classes
+
+
+def test_train_own_classes_shows_curves_and_filters_and_the_model_is_usable_on_classify(page, server, tmp_path) -> None:
+    # Two classes a tiny model can tell apart in 2 epochs: low hums and high whistles, 3 clips each.
+    examples = {
+        "hum": [write_wav(tmp_path / f"hum{i}.wav", tone(120 + 30 * i, 2.0) + 0.02 * noise(2.0, seed=i))
+                for i in range(3)],
+        "whistle": [write_wav(tmp_path / f"whistle{i}.wav", tone(2500 + 300 * i, 2.0) + 0.02 * noise(2.0, seed=9 + i))
+                    for i in range(3)],
+    }
+    model_name = "browser-journey-model"
+    pw.open_app(page, server.url)
+    pw.go_to(page, "Train")
+    page.get_by_role("heading", name="Train your own EnvNet").wait_for()
+    m = pw.main(page)
+    for cls, files in examples.items():
+        pw.add_own_class(page, cls, files)
+    pw.fill_number(page, "Epochs", 2)
+    pw.fill_number(page, "Batch size", 8)
+    pw.choose_option(m, "Classifier width", "64")
+    pw.wait_idle(page)
+    pw.set_text(page, "Model name", model_name)
+    m.get_by_text("Training on 6 clips of 2 classes").wait_for()
+    pw.assert_no_errors(page)
+
+    m.get_by_role("button", name="Start training").click()
+    m.get_by_text(re.compile(r"Finished after 2 epochs")).wait_for(timeout=240_000)
+    pw.wait_idle(page)
+    curves = pw.wait_plot(page, "Loss")
+    assert "Accuracy" in [re.sub(r"<[^>]+>", "", a) for a in curves["annotations"]]
+    # Two epochs: the per-epoch curves have two points.
+    assert any(len(t.get("x") or []) == 2 for t in curves["traces"]), curves["traces"]
+    filters = pw.wait_plot(page, "Frequency response of the 40 learned filters after epoch 2")
+    heat = [t for t in filters["traces"] if t["type"] == "heatmap"]
+    assert heat and heat[0]["z_shape"][0] == 40, heat
+    pw.wait_plot(page, "How the filters evolved")
+    m.get_by_text(f"“{model_name}” is trained and selected in the sidebar").wait_for()
+    pw.assert_no_errors(page)
+
+    # The new model is picked in the sidebar and listed beside the shipped one.
+    sidebar = page.get_by_test_id("stSidebar")
+    assert sidebar.get_by_role("combobox", name="Model").input_value() == f"{model_name} (trained here)"
+    sidebar.get_by_role("combobox", name="Model").click()
+    options = page.get_by_role("option").all_inner_texts()
+    page.keyboard.press("Escape")
+    assert f"{model_name} (trained here)" in options and any("(shipped)" in o for o in options), options
+
+    # On Classify it answers with the user's own classes.
+    pw.go_to(page, "Classify")
+    pw.upload(page, "Upload a sound file", write_wav(tmp_path / "probe.wav", tone(150, 2.0)))
+    page.get_by_text("Best guess:").wait_for()
+    pw.wait_idle(page)
+    assert {c for c, _ in shown_top(page)} == {"hum", "whistle"}
+    assert_spectrograms(page)
+    pw.assert_no_errors(page)

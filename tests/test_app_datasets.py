@@ -1,0 +1,68 @@
+"""Datasets in the app: real ESC-10 clips as Classify examples and as Train data (skipped without the
+data), and the download button's message when the server is offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from apptools import open_page
+
+from envnet import checkpoint
+
+ESC10 = Path(__file__).resolve().parents[2] / "shared" / "data" / "esc10"
+
+needs_esc10 = pytest.mark.skipif(not (ESC10 / "meta" / "esc50.csv").is_file(),
+                                 reason=f"ESC-10 not found at {ESC10}")
+needs_default = pytest.mark.skipif(not checkpoint.paths(checkpoint.default_checkpoint())[0].is_file(),
+                                   reason="no default checkpoint in checkpoints/")
+
+
+
+
+@pytest.mark.slow  # decodes a real clip and measures the default model's filters
+@needs_esc10
+@needs_default
+def test_classify_a_real_clip_picked_by_class(monkeypatch):
+    monkeypatch.setenv("ENVNET_DATA", str(ESC10))
+    at = open_page("pages/classify.py")
+    at.radio(key="classify_source").set_value("Example").run()
+    at.radio(key="classify_example_kind").set_value("Dataset clips").run()
+    at.selectbox(key="classify_dataset").set_value(str(ESC10)).run()
+    assert "dog" in at.selectbox(key="classify_class").options
+    at.selectbox(key="classify_class").set_value("rooster").run()
+    at.button(key="classify_use_clip").click().run()
+    assert not at.exception and not at.error
+    assert any(s.value.startswith("“rooster:") for s in at.subheader)
+    assert any("Best guess" in m.value for m in at.markdown)
+
+
+@pytest.mark.slow  # decodes ESC-10 once (later runs read the cached waveforms)
+@needs_esc10
+def test_train_page_reads_esc10_with_folds(monkeypatch):
+    monkeypatch.setenv("ENVNET_DATA", str(ESC10))
+    at = open_page("pages/train.py")
+    at.radio(key="train_source").set_value("ESC-10 / ESC-50 (cache)").run()
+    at.selectbox(key="train_root").set_value(str(ESC10)).run()
+    assert not at.exception and not at.error
+    info = [c.value for c in at.caption if "clips," in c.value]
+    assert info and "10 classes" in info[0]
+    fold = at.selectbox(key="train_val_fold")
+    assert fold.options[0] == "none" and fold.options[-1] == f"fold {fold.value}"  # the last fold held out by default
+    assert not at.button(key="train_start").disabled
+
+
+def test_download_offline_gives_a_clear_message(monkeypatch):
+    from envnet import download, examples
+
+    def offline(*args, **kwargs):
+        raise download.OfflineError("no network: put ESC-50-master.zip in ~/.cache/envnet by hand")
+
+    monkeypatch.setattr(examples, "dataset_roots", lambda: [])
+    monkeypatch.setattr(download, "download", offline)
+    at = open_page("pages/train.py")
+    at.radio(key="train_source").set_value("ESC-10 / ESC-50 (cache)").run()
+    assert any("No ESC-50 copy" in i.value for i in at.info)
+    at.button(key="train_download").click().run()
+    assert not at.exception
+    assert at.error and "no network" in at.error[0].value

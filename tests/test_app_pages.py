@@ -1,0 +1,96 @@
+"""Filters and How it works render for the default model; the sidebar's model upload validates files and
+keeps each session's models to itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from apptools import open_page, titles
+from streamlit.testing.v1 import AppTest
+
+from envnet import checkpoint
+from envnet.checkpoint import make_card, state_bytes
+from envnet.model import build_model
+
+pytestmark = pytest.mark.skipif(
+    not checkpoint.paths(checkpoint.default_checkpoint())[0].is_file(), reason="no default checkpoint in checkpoints/"
+)
+
+
+
+
+
+
+def tiny_model_files(classes=("clap", "snap")) -> tuple[bytes, bytes]:
+    model = build_model(n_classes=len(classes), fc_width=64)
+    return state_bytes(model), json.dumps(make_card(model, list(classes), "tiny-upload")).encode()
+
+
+def add_model(at: AppTest, weights: bytes, card: bytes) -> AppTest:
+    at.file_uploader(key="upload_weights").set_value(("m.safetensors", weights, "application/octet-stream"))
+    at.file_uploader(key="upload_card").set_value(("m.json", card, "application/json"))
+    at.run()
+    at.button(key="add_uploaded_model").click()
+    return at.run()
+
+
+@pytest.mark.slow  # measures the filters with 96 tones: a few seconds, more on a busy CPU
+def test_filters_page_renders_for_the_default_model():
+    at = open_page("pages/filters.py")
+    assert not at.error
+    t = titles(at)
+    for expected in ("Mel filterbank (40 bands)", "Kernels (8 taps each)", "Kernel magnitude spectra",
+                     "How strongly each filter responds", "Learned spectrogram (40 × 150)"):
+        assert expected in t
+    assert any(x.startswith("Learned filters (sorted by centre frequency)") for x in t)
+    at.toggle(key="filters_sort").set_value(False).run()
+    assert "Learned filters (in network order)" in titles(at)
+    at.radio(key="filters_kind").set_value("Sweep").run()
+    assert not at.exception and len(at.get("audio")) == 1
+
+
+def test_how_it_works_shows_live_shapes_and_conv_arithmetic():
+    at = open_page("pages/how_it_works.py")
+    table = at.dataframe[0].value
+    shapes = list(table["output shape"])
+    assert shapes[:4] == ["1 × 24014", "40 × 24007", "40 × 24000", "40 × 150"]
+    assert shapes[-1] == "10"  # the default model's classes
+    assert int(table["parameters"].sum()) == sum(p.numel() for p in build_model(fc_width=1024).parameters())
+    at.number_input(key="conv_length").set_value(10)
+    at.number_input(key="conv_kernel").set_value(3)
+    at.number_input(key="conv_stride").set_value(2)
+    at.number_input(key="conv_padding").set_value(1).run()
+    assert at.latex[0].value.strip("$\n ").endswith("= 5")
+    assert any("→ 5 outputs" in x for x in titles(at))
+    at.number_input(key="conv_kernel").set_value(30).run()  # longer than the input: no outputs, no crash
+    assert not at.exception and at.warning
+
+
+def test_uploaded_model_is_validated_selected_and_private_to_its_session():
+    at = open_page("pages/classify.py")
+    other = open_page("pages/classify.py")
+    add_model(at, *tiny_model_files())
+    assert not at.exception and not at.error
+    key = at.selectbox(key="model_key").value
+    assert key.startswith("session:uploaded")
+    assert "tiny-upload (uploaded)" in at.selectbox(key="model_key").options
+    assert any("clap, snap" in m.value for m in at.sidebar.markdown)  # the model card lists its classes
+    other.run()
+    assert not any("tiny-upload" in o for o in other.selectbox(key="model_key").options)
+
+
+@pytest.mark.parametrize("weights,card,fragment", [
+    (b"\x80\x04\x95" + b"\x00" * 100, None, "pickle"),
+    (b"not safetensors at all", None, "safetensors"),
+    (None, b"{not json", "json"),
+    (None, json.dumps({"classes": ["a", "b", "c"], "architecture": {"n_classes": 2, "fc_width": 64}}).encode(),
+     "classes"),
+])
+def test_bad_model_files_get_a_clear_error(weights, card, fragment):
+    good_w, good_c = tiny_model_files()
+    at = open_page("pages/classify.py")
+    add_model(at, weights or good_w, card or good_c)
+    assert not at.exception
+    assert at.error and fragment in at.error[0].value.lower()
+    assert at.selectbox(key="model_key").value == f"file:{checkpoint.DEFAULT_NAME}"  # still the default

@@ -1,0 +1,176 @@
+"""The Train page through AppTest: a classroom's own classes, a tiny live training, the new model in the
+picker and on Classify; one training per server; Stop keeps the model."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from apptools import APP, TIMEOUT, titles
+from streamlit.testing.v1 import AppTest
+
+from envnet.session import SLOT
+
+
+def wav(freq: float, seconds: float = 1.0, sr: int = 16_000, amplitude: float = 0.5) -> bytes:
+    t = np.arange(int(seconds * sr)) / sr
+    buf = io.BytesIO()
+    sf.write(buf, amplitude * np.sin(2 * np.pi * freq * t), sr, format="WAV")
+    return buf.getvalue()
+
+
+
+
+def figure(at: AppTest, prefix: str) -> dict:
+    for el in at.get("plotly_chart"):
+        spec = json.loads(el.proto.spec)
+        if spec["layout"].get("title", {}).get("text", "").startswith(prefix):
+            return spec
+    raise AssertionError(f"no figure titled {prefix!r}: {titles(at)}")
+
+
+def by_label(widgets, label: str):
+    for w in widgets:
+        if w.label == label:
+            return w
+    raise AssertionError(f"no widget labelled {label!r}: {[w.label for w in widgets]}")
+
+
+def wait_for_training(timeout: float = 150.0) -> None:
+    end = time.time() + timeout
+    while SLOT.owner is not None:
+        assert time.time() < end, "training did not finish in time"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def train_page() -> AppTest:
+    assert SLOT.owner is None, "a training from another test is still running"
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    yield at
+    job = at.session_state["train_job"] if "train_job" in at.session_state else None
+    if job is not None:  # never leave a run (and the server's slot) behind
+        job.stop()
+        job.join(60)
+
+
+def counts(at: AppTest) -> list[str]:
+    """The "NAME: N examples" line under each class."""
+    return [c.value.split(":")[0] + ":" + c.value.split(":")[1] for c in at.caption if " example" in c.value]
+
+
+def add_own_classes(at: AppTest) -> None:
+    for name in ("low", "high"):
+        at.text_input(key="own_new_class").set_value(name)
+        at.button(key="own_add_class").click().run()
+    by_label(at.file_uploader, "Add examples to “low”").set_value(
+        [(f"low{i}.wav", wav(200 * (1 + 0.1 * i)), "audio/wav") for i in range(3)])
+    by_label(at.file_uploader, "Add examples to “high”").set_value(
+        [(f"high{i}.wav", wav(3000 * (1 + 0.1 * i)), "audio/wav") for i in range(2)])
+    at.run()
+    # The third "high" example comes from the microphone.
+    by_label(at.audio_input, "Record an example of “high”").set_value(("rec.wav", wav(3500), "audio/wav"))
+    at.run()
+
+
+def tiny_settings(at: AppTest, epochs: int = 2, name: str = "unit-model") -> None:
+    at.number_input(key="train_epochs").set_value(epochs)
+    at.number_input(key="train_batch").set_value(8)
+    at.selectbox(key="train_width").set_value(64)
+    at.checkbox(key="train_init").uncheck()
+    at.text_input(key="train_name").set_value(name)
+    at.run()
+
+
+def test_own_classes_survive_reruns_and_page_changes(train_page):
+    at = train_page
+    add_own_classes(at)
+    assert not at.exception and not at.error
+    assert counts(at) == ["low: 3 examples", "high: 3 examples"]
+    at.switch_page("pages/classify.py").run()
+    at.switch_page("pages/train.py").run()
+    assert counts(at) == ["low: 3 examples", "high: 3 examples"]
+    # A class name that exists already is refused with a message, not a crash.
+    at.text_input(key="own_new_class").set_value("low")
+    at.button(key="own_add_class").click().run()
+    assert any("already" in w.value for w in at.warning)
+    # A bad file is reported and the examples already added stay.
+    by_label(at.file_uploader, "Add examples to “low”").set_value(("junk.wav", b"not audio", "audio/wav"))
+    at.run()
+    assert not at.exception and at.error and "junk.wav" in at.error[0].value
+    assert counts(at) == ["low: 3 examples", "high: 3 examples"]
+
+
+@pytest.mark.slow  # a real (tiny) training plus four filter measurements: ~10 s alone, more on a busy CPU
+def test_tiny_training_shows_curves_filters_and_the_model_becomes_selectable(train_page):
+    at = train_page
+    add_own_classes(at)
+    tiny_settings(at)
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.error
+    assert "Stop training" in [b.label for b in at.button]
+    # Go to Classify while it trains: the finished model must reach the picker there too.
+    at.switch_page("pages/classify.py").run()
+    assert any("Training “unit-model”" in c.value for c in at.sidebar.caption)
+    wait_for_training()
+    at.run()
+    picker = at.selectbox(key="model_key")
+    assert picker.value.startswith("session:trained") and "unit-model (trained here)" in picker.options
+    at.radio(key="classify_source").set_value("Upload").run()
+    at.file_uploader(key="classify_upload").set_value(("t.wav", wav(3000, seconds=2.0), "audio/wav")).run()
+    assert not at.exception and not at.error
+    assert sorted(figure(at, "Top classes")["data"][0]["y"]) == ["high", "low"]  # Classify uses the new model
+    # Back on Train: the curves, the filter heatmap, the replay over epochs and the downloads.
+    at.switch_page("pages/train.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "Loss" in titles(at) and "Accuracy" in titles(at)
+    curves = next(json.loads(e.proto.spec) for e in at.get("plotly_chart") if "Loss" in titles_of(e))
+    assert "train loss" in [t["name"] for t in curves["data"]]
+    heat = figure(at, "Frequency response of the 40 learned filters")
+    assert heat["data"][0]["type"] == "heatmap" and "after epoch 2" in heat["layout"]["title"]["text"]
+    evolution = figure(at, "How the filters evolved")
+    assert [f["name"] for f in evolution["frames"]] == ["0", "1", "2"]
+    assert {b.label for b in at.get("download_button")} >= {"Download weights (.safetensors)",
+                                                              "Download model card (.json)"}
+    assert any("is trained and selected" in m.value for m in at.success)
+
+
+def titles_of(el) -> list[str]:
+    layout = json.loads(el.proto.spec)["layout"]
+    return [layout.get("title", {}).get("text", "")] + [a.get("text", "") for a in layout.get("annotations", [])]
+
+
+def test_stop_ends_the_run_and_keeps_the_model(train_page):
+    at = train_page
+    add_own_classes(at)
+    tiny_settings(at, epochs=500, name="stopped-model")
+    at.button(key="train_start").click().run()
+    assert SLOT.owner is not None
+    at.button(key="train_stop").click().run()
+    wait_for_training(60)
+    at.run()
+    assert not at.exception
+    job = at.session_state["train_job"]
+    assert job.snapshot().status == "stopped" and len(job.snapshot().history) < 500
+    assert "stopped-model (trained here)" in at.selectbox(key="model_key").options
+
+
+def test_another_sessions_training_makes_the_server_busy(train_page):
+    at = train_page
+    add_own_classes(at)
+    assert SLOT.acquire("another visitor")
+    try:
+        at.run()
+        assert any("busy" in w.value for w in at.warning)
+        assert at.button(key="train_start").disabled
+    finally:
+        SLOT.release("another visitor")
+    at.run()
+    assert not at.button(key="train_start").disabled
