@@ -43,7 +43,7 @@ from torch.nn import functional as F  # noqa: E402
 
 from envnet import checkpoint  # noqa: E402
 from envnet.audio import load_audio  # noqa: E402
-from envnet.data import random_crop, test_windows  # noqa: E402
+from envnet.data import eval_windows, random_crop  # noqa: E402
 from envnet.fast import fuse, inference_model  # noqa: E402
 from envnet.model import WINDOW, build_model  # noqa: E402
 from envnet.predict import predict, window_probabilities  # noqa: E402
@@ -303,7 +303,7 @@ def bench_accuracy(model, classes, ref, quick: bool) -> dict:
     lib_p, ref_p = [], []
     t_lib = t_ref = 0.0
     for i in keep:
-        crops = test_windows(ds.waves[i], 10)
+        crops = eval_windows(ds.waves[i], 10)
         t0 = time.perf_counter()
         lib_p.append(window_probabilities(model, crops).mean(0))
         t1 = time.perf_counter()
