@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import tempfile
 import threading
 import time
@@ -32,6 +33,7 @@ from envnet.train import TrainConfig, Trainer
 # lets the browser tests close a tab and see the slot freed without waiting a minute and a half.
 HEARTBEAT_TIMEOUT = float(os.environ.get("ENVNET_HEARTBEAT_TIMEOUT", "90"))
 MAX_BATCH_LOSSES = 2000  # enough points for a smooth curve; bounded so a long run's memory stays flat
+KEPT_RUNS = 4  # finished runs the server keeps findable by token; each holds a model in memory
 
 
 # ---- names and paths ----------------------------------------------------------------------------
@@ -123,6 +125,26 @@ class TrainingSlot:
 SLOT = TrainingSlot()
 
 
+# A closed tab or a reload starts a new Streamlit session, which knows nothing of the old one's run. Runs
+# are therefore findable by an unguessable token that the app keeps in the page's address.
+_runs: dict[str, TrainingJob] = {}
+_runs_lock = threading.Lock()
+
+
+def _remember(job: TrainingJob) -> None:
+    with _runs_lock:
+        _runs[job.token] = job
+        finished = [t for t, j in _runs.items() if not j.running and j is not job]
+        for token in finished[: max(0, len(_runs) - KEPT_RUNS)]:  # oldest first: dicts keep insertion order
+            del _runs[token]
+
+
+def find_run(token: str) -> TrainingJob | None:
+    """The run started with this token, while it runs and for the last KEPT_RUNS finished ones."""
+    with _runs_lock:
+        return _runs.get(token)
+
+
 @dataclass
 class RunState:
     """Everything a page draws, assembled from the trainer's events under a lock."""
@@ -162,6 +184,7 @@ class TrainingJob:
                  slot: TrainingSlot = SLOT, out_dir: Path | None = None,
                  heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> None:
         self.id = uuid.uuid4().hex[:12]
+        self.token = secrets.token_urlsafe(12)  # finds the run again from another session: see find_run
         self.name = safe_name(name, "my-model")
         self.slot = slot
         self.heartbeat_timeout = heartbeat_timeout
@@ -188,6 +211,7 @@ class TrainingJob:
         with self._lock:
             self._state.status = "running"
         self.started_at = time.time()
+        _remember(self)
         self.thread = threading.Thread(target=self._run, name=f"envnet-train-{self.id}", daemon=True)
         self.thread.start()
         return True

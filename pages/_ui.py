@@ -13,6 +13,7 @@ import streamlit as st
 
 from envnet import checkpoint
 from envnet.checkpoint import Checkpoint, CheckpointError, from_bytes
+from envnet.session import find_run
 
 SESSION_MODELS = "session_models"  # {key: Checkpoint} trained or uploaded in this session
 MODEL_KEY = "model_key"  # the picker widget's key
@@ -22,6 +23,7 @@ MODEL_KEY = "model_key"  # the picker widget's key
 CHOICE = "model_choice"
 JOB = "train_job"  # this session's TrainingJob (envnet.session), if it started one
 ADDED = "train_added"  # ids of jobs whose model is already in this session's models
+RUN_PARAM = "run"  # the address's query parameter holding this session's training run's token
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=16)
@@ -54,6 +56,23 @@ def model_options() -> dict[str, str]:
         n = sum(1 for v in opts.values() if v == label or v.startswith(label + " #"))
         opts[k] = label if n == 0 else f"{label} #{n + 1}"  # two runs named alike stay distinguishable
     return opts
+
+
+def reattach_training() -> None:
+    """Keep this session's run findable from its address, and find it again after a reload or in a tab
+    reopened at that address (a new session), so a model being trained is never lost with its tab."""
+    job = st.session_state.get(JOB)
+    token = st.query_params.get(RUN_PARAM)
+    if job is None and token:
+        job = find_run(token)
+        if job is None:
+            del st.query_params[RUN_PARAM]
+            st.session_state["sidebar_flash_warning"] = ("The training run in this page's address is no longer "
+                                                         "on this server (it keeps only the last few).")
+            return
+        st.session_state[JOB] = job
+    if job is not None and token != job.token:
+        st.query_params[RUN_PARAM] = job.token
 
 
 def adopt_finished_training() -> bool:
@@ -171,6 +190,7 @@ def _picked() -> None:
 
 def render_sidebar() -> None:
     """The model picker, the model card and the model upload."""
+    reattach_training()
     adopt_finished_training()
     with st.sidebar:
         st.title("EnvNet Sound Lab")
@@ -184,6 +204,8 @@ def render_sidebar() -> None:
                               "(only you can see those).")
         if "sidebar_flash" in st.session_state:
             st.success(st.session_state.pop("sidebar_flash"))
+        if "sidebar_flash_warning" in st.session_state:
+            st.warning(st.session_state.pop("sidebar_flash_warning"))
         ckpt = current_checkpoint()
         if ckpt is not None:
             with st.expander("Model card"):

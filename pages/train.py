@@ -25,7 +25,7 @@ from envnet.audio import AudioError, load_audio
 from envnet.data import Dataset, load_waves, read_dataset, read_esc50
 from envnet.examples import dataset_roots
 from envnet.model import SAMPLE_RATE
-from envnet.session import SLOT, TrainingJob, checkpoint_stem, own_dataset, safe_name
+from envnet.session import HEARTBEAT_TIMEOUT, SLOT, TrainingJob, checkpoint_stem, own_dataset, safe_name
 from envnet.train import TrainConfig
 from pages._ui import ADDED, JOB, page_setup
 
@@ -252,6 +252,9 @@ def live_view() -> None:
                 f"{fmt_seconds(job.elapsed)} so far · about {fmt_seconds(job.eta(s.fraction))} left")
         st.progress(s.fraction, text=text)
         st.button("Stop training", key="train_stop", on_click=job.stop, type="primary")
+        st.caption("Closing this tab does not lose your model: this page's address (bookmark it) brings the run "
+                   f"back. Without a page watching, the run stops after {HEARTBEAT_TIMEOUT:.0f} s and keeps what "
+                   "it has learned.")
     elif s.status == "failed":
         st.error(f"Training failed: {s.error}")
     else:

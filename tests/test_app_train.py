@@ -174,3 +174,33 @@ def test_another_sessions_training_makes_the_server_busy(train_page):
         SLOT.release("another visitor")
     at.run()
     assert not at.button(key="train_start").disabled
+
+
+def test_a_closed_tab_gets_its_run_back_from_the_address(train_page):
+    at = train_page
+    add_own_classes(at)
+    tiny_settings(at, epochs=500, name="found-again")
+    at.button(key="train_start").click().run()
+    token = at.query_params["run"]
+    assert token and token == at.session_state["train_job"].token
+    # The tab is closed; the visitor opens the same address later: a new session, the same run.
+    again = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    again.query_params["run"] = token
+    again.run()
+    again.switch_page("pages/train.py").run()
+    assert not again.exception
+    assert again.session_state["train_job"] is at.session_state["train_job"]
+    again.button(key="train_stop").click().run()
+    wait_for_training(60)
+    again.run()
+    assert "found-again (trained here)" in again.selectbox(key="model_key").options
+
+
+def test_an_unknown_run_in_the_address_is_explained(train_page):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["run"] = "no-such-run"
+    at.run()
+    assert not at.exception
+    assert any("no longer on this server" in w.value for w in at.sidebar.warning)
+    assert "run" not in at.query_params
+    assert "train_job" not in at.session_state

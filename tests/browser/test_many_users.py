@@ -4,7 +4,8 @@
   result, the same as the library gives for that clip alone, with no error box. The throughput (clips
   per second through the whole app) is printed and written to tests/browser/artifacts/many_users.json.
 - A visitor starts a training and closes their browser: the server must not stay "busy" for everyone
-  else, and the checkpoint the run saved must still be there and readable.
+  else, the checkpoint the run saved must still be there and readable, and the address they had open
+  brings the run and its model back.
 """
 
 from __future__ import annotations
@@ -158,6 +159,8 @@ def test_closing_the_browser_during_training_frees_the_server_and_keeps_the_chec
         pw.main(page).get_by_role("button", name="Start training").click()
         # At least one finished epoch, so the run has saved a checkpoint before the tab goes away.
         pw.main(page).get_by_text(re.compile(r"Epoch ([3-9]|\d\d+) of 500")).wait_for(timeout=180_000)
+        left_at = page.url  # the address the visitor had open (and could have bookmarked)
+        assert "run=" in left_at, left_at
     except Exception:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "closing_the_browser_leaver.png"))
@@ -191,6 +194,23 @@ def test_closing_the_browser_during_training_frees_the_server_and_keeps_the_chec
         pw.assert_no_errors(page)
     finally:
         other.close()
+
+    # The visitor comes back to that address in a new browser: the stopped run and its model are theirs again.
+    back = launch(playwright_instance)
+    try:
+        page = new_context(back).new_page()
+        page.goto(left_at, wait_until="commit")
+        pw.wait_ready(page)
+        pw.main(page).get_by_text(f"“{model_name}” is trained and selected in the sidebar").wait_for()
+        sidebar = page.get_by_test_id("stSidebar")
+        assert sidebar.get_by_role("combobox", name="Model").input_value() == f"{model_name} (trained here)"
+        pw.assert_no_errors(page)
+    except Exception:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "closing_the_browser_back.png"))
+        raise
+    finally:
+        back.close()
 
     # The run's checkpoint is on disk, complete and readable, with the visitor's classes.
     found = sorted(srv.run_tmp.glob(f"envnet-run-*/{model_name}.safetensors"))
