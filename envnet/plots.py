@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
@@ -21,6 +22,10 @@ FRAME_CENTRE = 87
 LEARNED_TITLE = "Learned spectrogram (40 × 150)"
 MEL_TITLE = "Mel spectrogram (40 × 150)"
 MAX_WAVE_POINTS = 4000  # a browser draws 4,000 points instantly; a 60 s clip has 960,000
+# Streamlit's chart element rewrites the colours #000001, #000002, … in a figure to its theme's palette,
+# even with theme=None, and Magma starts at #000004: the quietest cells came out lavender. One shade off
+# keeps them black.
+MAGMA = [c if c != "#000004" else "#010005" for c in plotly.colors.sequential.Magma]
 
 
 def _np(x) -> np.ndarray:
@@ -127,7 +132,7 @@ def spectrogram_pair(
         hovertemplate="time %{x:.3f} s<br>row %{y} (filter %{customdata})<br>activation %{z:.3f}<extra></extra>",
     ), row=1, col=1)
     fig.add_trace(go.Heatmap(
-        z=M, x=t, y=np.arange(M.shape[0]), colorscale="Magma", name="mel",
+        z=M, x=t, y=np.arange(M.shape[0]), colorscale=MAGMA, name="mel",
         colorbar={"title": "dB", "x": 1.0, "len": 0.9, "thickness": 12},
         hovertemplate="time %{x:.3f} s<br>mel band %{y}<br>%{z:.1f} dB<extra></extra>",
     ), row=1, col=2)
@@ -139,7 +144,7 @@ def spectrogram_pair(
     return fig
 
 
-def _response_heatmap(fr: FrequencyResponse, sort: bool, colorscale: str = "Viridis", showscale: bool = True,
+def _response_heatmap(fr: FrequencyResponse, sort: bool, colorscale: str | list[str] = "Viridis", showscale: bool = True,
                       label: str = "filter") -> go.Heatmap:
     z = fr.normalised(sort=sort)
     rows = fr.order if sort else np.arange(z.shape[0])
@@ -168,7 +173,7 @@ def filterbank_comparison(learned: FrequencyResponse, mel: FrequencyResponse, *,
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, shared_yaxes=True,
                         subplot_titles=(f"Learned filters ({what})", "Mel filterbank (40 bands)"))
     fig.add_trace(_response_heatmap(learned, sort), row=1, col=1)
-    fig.add_trace(_response_heatmap(mel, False, "Magma", showscale=False, label="mel band"), row=1, col=2)
+    fig.add_trace(_response_heatmap(mel, False, MAGMA, showscale=False, label="mel band"), row=1, col=2)
     for c in (1, 2):
         fig.update_xaxes(title_text="tone frequency (Hz)", type="log", row=1, col=c)
     fig.update_yaxes(title_text="filter / band", row=1, col=1)

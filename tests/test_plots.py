@@ -176,3 +176,28 @@ def test_conv_output_length(length, kernel, stride, padding, expected):
         out = torch.nn.functional.conv1d(torch.zeros(1, 1, length), torch.zeros(1, 1, kernel), stride=stride,
                                          padding=padding)
         assert out.shape[-1] == expected
+
+
+def test_no_figure_uses_a_colour_that_streamlit_rewrites(model):
+    """Streamlit's chart element replaces #000001, #000002, … in a figure with its theme palette (even with
+    theme=None). Magma starts at #000004, which turned the quietest mel cells lavender in the app."""
+    import re
+
+    win = tone(1000.0)
+    w, db, freqs = kernel_spectra(model)
+    figures = [
+        plots.spectrogram_pair(learned_spectrogram(model, win), mel_spectrogram(win)),
+        plots.filterbank_comparison(fake_response(seed=1), fake_response(seed=2)),
+        plots.frequency_response_figure(fake_response(), sort=True),
+        plots.filter_evolution_figure([(e, fake_response(seed=e).response) for e in range(2)], np.geomspace(10, 8000, 30)),
+        plots.kernels_figure(w, db, freqs),
+        plots.filter_activity_figure(np.arange(40.0), np.linspace(100, 4000, 40)),
+        plots.waveform_figure(win, [0], 0),
+        plots.topk_figure([("a", 0.7), ("b", 0.3)]),
+        plots.timeline_figure(torch.full((3, 2), 0.5), [0, 8000, 16000], ["a", "b"]),
+        plots.training_curves([{"epoch": 1, "train_loss": 1.0, "train_acc": 0.4}], [(0.5, 1.2)]),
+        plots.conv_arithmetic_figure(10, 3, 2, 1),
+    ]
+    for fig in figures:
+        rewritten = re.findall(r"#0000\d\d\b", fig.to_json(), flags=re.IGNORECASE)
+        assert not rewritten, (fig.layout.title.text, rewritten)
