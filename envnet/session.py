@@ -1,6 +1,6 @@
 """What the app needs besides widgets, with no Streamlit in it: one training at a time per server, a
-training run in a background thread whose events a page can poll, datasets built from a user's own
-recordings, safe checkpoint names, and per-model caches.
+training run in a background thread whose events a page can poll and find again by token, safe
+checkpoint names, and per-model caches.
 
 Many people may share one server (a public Space): the only process-wide state here is the training
 slot and caches keyed by model object; everything a user makes lives in their own session.
@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from envnet import checkpoint
 from envnet.checkpoint import CHECKPOINT_DIR, Checkpoint
-from envnet.data import Clip, Dataset
+from envnet.data import Dataset
 from envnet.model import EnvNet
 from envnet.spectra import FrequencyResponse, frequency_response
 from envnet.train import TrainConfig, Trainer
@@ -72,23 +71,6 @@ def cached_frequency_response(model: EnvNet) -> FrequencyResponse:
     with _fr_lock:
         _fr_cache[model] = fr
     return fr
-
-
-# ---- datasets from a user's own examples --------------------------------------------------------
-
-
-def own_dataset(examples: dict[str, list[torch.Tensor]], n_folds: int = 5) -> Dataset:
-    """Named classes → 16 kHz waves → a Dataset with its waves loaded. Folds go round-robin within each
-    class so that any fold, held out, contains every class that has enough examples."""
-    classes = [c for c, waves in examples.items() if any(w.numel() for w in waves)]
-    if len(classes) < 2:
-        raise ValueError("name at least two classes and give each at least one example")
-    clips, waves = [], []
-    for label, c in enumerate(classes):
-        for i, w in enumerate(x for x in examples[c] if x.numel()):
-            clips.append(Clip(Path(f"<session>/{c}/{i}.wav"), label, i % n_folds + 1))
-            waves.append(w)
-    return Dataset(clips, classes, [None] * len(classes), "your own recordings", waves)
 
 
 # ---- one training at a time ---------------------------------------------------------------------

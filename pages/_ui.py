@@ -23,6 +23,7 @@ MODEL_KEY = "model_key"  # the picker widget's key
 CHOICE = "model_choice"
 JOB = "train_job"  # this session's TrainingJob (envnet.session), if it started one
 ADDED = "train_added"  # ids of jobs whose model is already in this session's models
+SIDEBAR_DRAWN = "sidebar_drawn"  # set once app.py (or page_setup) has drawn the sidebar in this session
 RUN_PARAM = "run"  # the address's query parameter holding this session's training run's token
 
 
@@ -190,6 +191,7 @@ def _picked() -> None:
 
 def render_sidebar() -> None:
     """The model picker, the model card and the model upload."""
+    st.session_state[SIDEBAR_DRAWN] = True
     reattach_training()
     adopt_finished_training()
     with st.sidebar:
@@ -217,13 +219,19 @@ def render_sidebar() -> None:
 
 def page_setup() -> None:
     """Called at the top of every page. Normally app.py has drawn the sidebar and runs the page through
-    st.navigation. Streamlit also runs a file in pages/ on its own (no app.py) when it is the very first
-    request a server gets, e.g. a deep link, and in AppTest.switch_page: then draw the sidebar here."""
+    st.navigation. But when a fresh server's first request is a deep link (a bookmarked /train?run=…),
+    Streamlit runs that file on its own, in its old multipage mode, with a navigation made from the files
+    in pages/ (`_ui` included), until some run of app.py calls st.navigation. Leave that mode for the whole
+    server and rerun, so the same page and address come through app.py. (AppTest re-enters that mode on
+    every run it makes; there a rerun would drop the widget event being tested, so draw the sidebar.)"""
     try:
         from streamlit.runtime.pages_manager import PagesManager
 
         standalone = bool(PagesManager.uses_pages_directory)
     except (ImportError, AttributeError):  # a future Streamlit without this flag: app.py is always the entry
-        standalone = False
+        return
     if standalone:
+        PagesManager.uses_pages_directory = False
+        if SIDEBAR_DRAWN not in st.session_state:  # the session's first run: nothing to lose by rerunning
+            st.rerun()
         render_sidebar()

@@ -2,7 +2,9 @@
 
 Widget labels: radio "Training data" ("Your own classes" / "ESC-10 / ESC-50 (cache)" / "A folder on the
 server"); text input "New class name", button "Add class"; per class an expander "Class “NAME”" with
-file uploader "Add examples to “NAME”", audio input "Record an example of “NAME”", button "Remove “NAME”";
+file uploader "Add examples to “NAME”", audio input "Record an example of “NAME”", a player and a "Remove"
+button per example, button "Remove “NAME”"; download button "Save these examples (.zip)", file uploader
+"Load saved examples (.zip)";
 button "Download ESC-50 (includes ESC-10)"; selectboxes "Dataset folder", "Subset"; text input "Folder on the server";
 number inputs "Epochs", "Batch size"; select slider "Learning rate"; selectbox "Classifier width";
 selectbox "Validation"; checkboxes "BC learning (mix sounds of two classes)", "Start from the default
@@ -20,16 +22,16 @@ import uuid
 
 import streamlit as st
 
-from envnet import checkpoint, plots
-from envnet.audio import AudioError, load_audio
+from envnet import checkpoint, plots, recordings
+from envnet.audio import AudioError, load_audio, to_wav_bytes
 from envnet.data import Dataset, load_waves, read_dataset, read_esc50
 from envnet.examples import dataset_roots
 from envnet.model import SAMPLE_RATE
-from envnet.session import HEARTBEAT_TIMEOUT, SLOT, TrainingJob, checkpoint_stem, own_dataset, safe_name
+from envnet.session import HEARTBEAT_TIMEOUT, SLOT, TrainingJob, checkpoint_stem, safe_name
 from envnet.train import TrainConfig
 from pages._ui import ADDED, JOB, page_setup
 
-OWN = "own_classes"  # {class name: {"id": str, "clips": [{"name", "wave"}]}}
+OWN = "own_classes"  # {class name: {"id": str, "clips": [{"id", "name", "wave"}]}}
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
 _DOWNLOAD_LOCK = threading.Lock()  # one dataset download per server
 
@@ -47,8 +49,16 @@ def add_class() -> None:
     elif name in classes:
         st.session_state["own_msg"] = f"There is already a class called “{name}”."
     else:
-        classes[name] = {"id": uuid.uuid4().hex[:8], "clips": []}
+        classes[name] = new_class()
         st.session_state["own_new_class"] = ""
+
+
+def new_class() -> dict:
+    return {"id": uuid.uuid4().hex[:8], "clips": []}
+
+
+def add_wave(cls: dict, name: str, wave) -> None:
+    cls["clips"].append({"id": uuid.uuid4().hex[:8], "name": name, "wave": wave})
 
 
 def add_example(cls: dict, file_id: str, name: str, data: bytes) -> None:
@@ -64,7 +74,7 @@ def add_example(cls: dict, file_id: str, name: str, data: bytes) -> None:
     if wave.numel() < SAMPLE_RATE // 20 or float(wave.abs().max()) < 1e-4:
         st.error(f"“{name}” was not added: it is silent or shorter than 50 ms.")
         return
-    cls["clips"].append({"name": name, "wave": wave})
+    add_wave(cls, name, wave)
 
 
 def own_classes_editor() -> None:
@@ -76,6 +86,8 @@ def own_classes_editor() -> None:
     c2.button("Add class", key="own_add_class", on_click=add_class, width="stretch")
     if msg := st.session_state.pop("own_msg", None):
         st.warning(msg)
+    if msg := st.session_state.pop("own_msg_ok", None):
+        st.success(msg)
     for name in list(classes):
         cls = classes[name]
         # The count is drawn after the widgets below have added this run's files, so it is never stale.
@@ -87,11 +99,49 @@ def own_classes_editor() -> None:
             if rec is not None:
                 add_example(cls, f"rec:{rec.file_id}", f"recording {len(cls['clips']) + 1}", rec.getvalue())
             n = len(cls["clips"])
-            st.caption(f"{name}: {n} example{'s' if n != 1 else ''}" + (": " if n else "")
-                       + ", ".join(f"{c['name']} ({c['wave'].numel() / SAMPLE_RATE:.1f} s)" for c in cls["clips"]))
+            st.caption(f"{name}: {n} example{'s' if n != 1 else ''}")
+            for clip in list(cls["clips"]):
+                c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="center")
+                c1.write(f"{clip['name']} ({clip['wave'].numel() / SAMPLE_RATE:.1f} s)")
+                c2.audio(to_wav_bytes(clip["wave"]), format="audio/wav")
+                if c3.button("Remove", key=f"own_rm_clip_{clip['id']}", help="Remove this example"):
+                    cls["clips"].remove(clip)
+                    st.rerun()
             if st.button(f"Remove “{name}”", key=f"own_rm_{cls['id']}"):
                 del classes[name]
                 st.rerun()
+    save_and_restore(classes)
+
+
+def save_and_restore(classes: dict) -> None:
+    """A session's examples vanish with its tab: save them as a zip of class folders, load them back."""
+    has_examples = any(cls["clips"] for cls in classes.values())
+    c1, c2 = st.columns(2) if has_examples else (None, st.container())
+    if has_examples:
+        c1.download_button(
+            "Save these examples (.zip)", key="own_save",
+            data=lambda: recordings.to_zip({n: [(c["name"], c["wave"]) for c in v["clips"]] for n, v in classes.items()}),
+            file_name="my-sounds.zip", mime="application/zip",
+            help="One folder per class: load it here again later, or train on it with python -m envnet train.")
+    up = c2.file_uploader("Load saved examples (.zip)", type=["zip"], key="own_load",
+                          help="A zip with one folder of sound files per class, as “Save these examples” makes.")
+    if up is None or f"zip:{up.file_id}" in st.session_state[SEEN]:
+        return
+    st.session_state[SEEN].add(f"zip:{up.file_id}")
+    try:
+        loaded, problems = recordings.from_zip(up.getvalue())
+    except ValueError as e:
+        st.error(f"“{up.name}” could not be loaded: {e}")
+        return
+    for cls_name, items in loaded.items():
+        cls = classes.setdefault(cls_name, new_class())
+        for example_name, wave in items:
+            add_wave(cls, example_name, wave)
+    if problems:
+        st.warning(f"{len(problems)} file(s) in “{up.name}” were skipped: " + "; ".join(problems[:5]))
+    st.session_state["own_msg_ok"] = (f"Loaded {sum(len(v) for v in loaded.values())} examples in "
+                                      f"{len(loaded)} classes from “{up.name}”.")
+    st.rerun()
 
 
 def download_button() -> None:
@@ -133,7 +183,7 @@ def choose_data() -> tuple[Dataset | None, Dataset | None]:
         if sum(1 for w in examples.values() if w) < 2:
             st.info("Add at least two classes with at least one example each to train.")
             return None, None
-        ds = own_dataset(examples)
+        ds = recordings.to_dataset(examples)
         val = st.selectbox("Validation", ["none", "hold out every 5th example"], key="train_val_own",
                            help="Held-out examples are not trained on; their accuracy shows what the model learned.")
         if val == "none":

@@ -11,12 +11,12 @@ import torch
 from envnet import examples
 from envnet.checkpoint import CHECKPOINT_DIR
 from envnet.model import SAMPLE_RATE, build_model
+from envnet.recordings import to_dataset
 from envnet.session import (
     TrainingJob,
     TrainingSlot,
     cached_frequency_response,
     checkpoint_stem,
-    own_dataset,
     safe_name,
     tiny_config,
 )
@@ -38,13 +38,13 @@ def test_slot_admits_one_owner_at_a_time():
 
 
 def test_own_dataset_assigns_every_class_to_folds_and_skips_empty_classes():
-    ds = own_dataset({"low": tone_clips(200, 6), "high": tone_clips(3000, 5), "empty": []})
+    ds = to_dataset({"low": tone_clips(200, 6), "high": tone_clips(3000, 5), "empty": []})
     assert ds.classes == ["low", "high"]
     assert len(ds) == 11 and len(ds.waves) == 11
     held = ds.select(folds=[1])
     assert sorted(c.label for c in held.clips) == [0, 0, 1]  # round-robin: examples 0 and 5 of "low"
     with pytest.raises(ValueError, match="two classes"):
-        own_dataset({"only": tone_clips(200)})
+        to_dataset({"only": tone_clips(200)})
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/tmp/x", "..", "a/b\\c", "  ", ".hidden"])
@@ -63,7 +63,7 @@ def test_safe_name_keeps_readable_names():
 @pytest.mark.slow  # two tiny trainings with three filter measurements
 def test_training_job_runs_releases_the_slot_and_reports_events(tmp_path):
     slot = TrainingSlot()
-    ds = own_dataset({"low": tone_clips(200), "high": tone_clips(3000)})
+    ds = to_dataset({"low": tone_clips(200), "high": tone_clips(3000)})
     # No page polls here, so the abandoned-run timeout must not fire on a slow machine.
     job = TrainingJob(ds, None, tiny_config(epochs=2), "unit test", slot=slot, out_dir=tmp_path, heartbeat_timeout=3600)
     other = TrainingJob(ds, None, tiny_config(epochs=1, filters_every=0), "other", slot=slot, out_dir=tmp_path / "o")
@@ -87,7 +87,7 @@ def test_training_job_runs_releases_the_slot_and_reports_events(tmp_path):
 
 def test_a_failing_run_reports_the_error_and_frees_the_server(tmp_path):
     slot = TrainingSlot()
-    ds = own_dataset({"low": tone_clips(200), "high": tone_clips(3000)})
+    ds = to_dataset({"low": tone_clips(200), "high": tone_clips(3000)})
     ds.waves = [torch.zeros(0) for _ in ds.waves]  # nothing usable: Trainer.run raises
     job = TrainingJob(ds, None, tiny_config(), "broken", slot=slot, out_dir=tmp_path)
     assert job.start()
@@ -99,7 +99,7 @@ def test_a_failing_run_reports_the_error_and_frees_the_server(tmp_path):
 
 def test_an_abandoned_run_stops_itself_and_keeps_its_model(tmp_path):
     slot = TrainingSlot()
-    ds = own_dataset({"low": tone_clips(200), "high": tone_clips(3000)})
+    ds = to_dataset({"low": tone_clips(200), "high": tone_clips(3000)})
     job = TrainingJob(ds, None, tiny_config(epochs=500, filters_every=0), "abandoned", slot=slot, out_dir=tmp_path,
                       heartbeat_timeout=0.5)
     time.sleep(0.6)  # nobody polls: the page is gone

@@ -204,3 +204,26 @@ def test_an_unknown_run_in_the_address_is_explained(train_page):
     assert any("no longer on this server" in w.value for w in at.sidebar.warning)
     assert "run" not in at.query_params
     assert "train_job" not in at.session_state
+
+
+def test_examples_saved_as_a_zip_come_back_and_single_examples_can_be_removed(train_page):
+    from envnet import recordings
+    from envnet.audio import load_audio
+
+    at = train_page
+    saved = recordings.to_zip({"low": [(f"low{i}.wav", load_audio(wav(200 + 20 * i))) for i in range(3)],
+                               "high": [("high0.wav", load_audio(wav(3000)))]})
+    at.file_uploader(key="own_load").set_value(("my-sounds.zip", saved, "application/zip")).run()
+    assert not at.exception and not at.error
+    assert counts(at) == ["low: 3 examples", "high: 1 example"]
+    assert any("Loaded 4 examples in 2 classes" in s.value for s in at.success)
+    assert "Save these examples (.zip)" in [b.label for b in at.get("download_button")]
+    # One bad recording goes, the others stay.
+    remove = [b for b in at.button if b.label == "Remove" and b.key.startswith("own_rm_clip_")]
+    assert len(remove) == 4
+    remove[1].click().run()
+    assert counts(at) == ["low: 2 examples", "high: 1 example"]
+    # A file that is not a zip is explained; nothing is lost.
+    at.file_uploader(key="own_load").set_value(("oops.zip", b"not a zip", "application/zip")).run()
+    assert not at.exception and any("oops.zip" in e.value and "not a zip" in e.value for e in at.error)
+    assert counts(at) == ["low: 2 examples", "high: 1 example"]

@@ -15,7 +15,18 @@ import pytest
 from envnet import load_audio, load_checkpoint, predict
 
 from . import pw
-from .browser_support import UI_TIMEOUT_MS, clicks, launch, noise, sweep, tone, write_wav
+from .browser_support import (
+    ARTIFACTS,
+    UI_TIMEOUT_MS,
+    StreamlitServer,
+    clicks,
+    launch,
+    new_context,
+    noise,
+    sweep,
+    tone,
+    write_wav,
+)
 
 LEARNED = "Learned spectrogram (40 × 150)"
 MEL = "Mel spectrogram (40 × 150)"
@@ -236,3 +247,24 @@ def test_train_own_classes_shows_curves_and_filters_and_the_model_is_usable_on_c
     assert {c for c, _ in shown_top(page)} == {"hum", "whistle"}
     assert_spectrograms(page)
     pw.assert_no_errors(page)
+
+
+def test_a_deep_link_as_a_fresh_servers_first_request_gets_the_apps_navigation(browser) -> None:
+    """A bookmarked /train?run=… after a server restart: Streamlit would run pages/train.py on its own with
+    a navigation listing every file in pages/ (even `_ui`); the app must come through app.py instead."""
+    srv = StreamlitServer(ARTIFACTS / "streamlit-deep-link.log").start()
+    page = new_context(browser).new_page()
+    try:
+        pw.open_app(page, srv.url, "train?run=from-before-the-restart")
+        pw.main(page).get_by_role("heading", name="Train your own EnvNet").wait_for()
+        pw.wait_idle(page)
+        links = [text.split("\n")[-1] for text in page.get_by_test_id("stSidebarNav").get_by_role("link").all_inner_texts()]
+        assert links == ["Classify", "Train", "Filters", "How it works"], links
+        assert page.get_by_test_id("stSidebar").get_by_text("no longer on this server").count() == 1
+        pw.assert_no_errors(page)
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / "deep_link.png"))
+        raise
+    finally:
+        page.context.close()
+        srv.stop()

@@ -1,0 +1,100 @@
+"""A classroom's own sounds: named classes of short examples, recorded or uploaded in the browser.
+
+They live in a browser session, so a reload would lose them: `to_zip` saves them as a zip of class
+folders (CLASS/NAME.wav), the layout `envnet.data.read_class_folders` reads, so the same zip also trains
+headless (`python -m envnet train --data FOLDER` after unzipping), and `from_zip` brings them back.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import torch
+
+from envnet.audio import AUDIO_EXTENSIONS, AudioError, load_audio, to_wav_bytes
+from envnet.data import Clip, Dataset
+
+Examples = dict[str, list[tuple[str, torch.Tensor]]]  # class name → [(example name, 16 kHz wave)]
+
+MAX_FILES = 2000
+MAX_UNPACKED_BYTES = 1 << 30  # a zip that would unpack to more than 1 GiB is refused, not read
+
+
+def to_zip(examples: Examples) -> bytes:
+    """CLASS/NAME.wav for every example, 16-bit PCM at 16 kHz; names made unique within a class."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for cls, items in examples.items():
+            folder = _safe_part(cls, "class")
+            used: set[str] = set()
+            for i, (name, wave) in enumerate(items):
+                stem = _safe_part(PurePosixPath(name).stem, f"example-{i + 1}")
+                unique, n = stem, 1
+                while unique in used:
+                    n += 1
+                    unique = f"{stem}-{n}"
+                used.add(unique)
+                zf.writestr(f"{folder}/{unique}.wav", to_wav_bytes(wave))
+    return buf.getvalue()
+
+
+def from_zip(data: bytes, trim: bool = True) -> tuple[Examples, list[str]]:
+    """Class folders from a zip (any depth: the folder holding the file names its class), decoded to
+    16 kHz. Returns the examples and one message per file that could not be used; raises ValueError
+    when the zip itself cannot be used."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"this is not a zip file ({e})") from e
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir() and not _hidden(m.filename)]
+        if len(members) > MAX_FILES:
+            raise ValueError(f"the zip holds {len(members)} files; at most {MAX_FILES} are read")
+        if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
+            raise ValueError(f"the zip would unpack to more than {MAX_UNPACKED_BYTES / 2**30:g} GiB; it was not read")
+        examples: Examples = {}
+        problems = []
+        for m in members:  # in the order they were saved: classes and examples keep their order
+            path = PurePosixPath(m.filename)
+            if path.suffix.lower() not in AUDIO_EXTENSIONS:
+                continue  # READMEs, CSVs and the like are not examples
+            if len(path.parts) < 2:
+                problems.append(f"{m.filename}: not inside a class folder")
+                continue
+            try:
+                wave = load_audio(zf.read(m), trim=trim)
+            except (AudioError, zipfile.BadZipFile, OSError, RuntimeError) as e:
+                problems.append(f"{m.filename}: {e}")
+                continue
+            examples.setdefault(path.parent.name, []).append((path.name, wave))
+    if not examples:
+        raise ValueError("no sound files inside class folders were found in the zip"
+                         + (f" ({len(problems)} could not be used)" if problems else ""))
+    return examples, problems
+
+
+def to_dataset(examples: dict[str, list[torch.Tensor]], n_folds: int = 5) -> Dataset:
+    """Named classes → 16 kHz waves → a Dataset with its waves loaded. Folds go round-robin within each
+    class so that any fold, held out, contains every class that has enough examples."""
+    classes = [c for c, waves in examples.items() if any(w.numel() for w in waves)]
+    if len(classes) < 2:
+        raise ValueError("name at least two classes and give each at least one example")
+    clips, waves = [], []
+    for label, c in enumerate(classes):
+        for i, w in enumerate(x for x in examples[c] if x.numel()):
+            clips.append(Clip(Path(f"<session>/{c}/{i}.wav"), label, i % n_folds + 1))
+            waves.append(w)
+    return Dataset(clips, classes, [None] * len(classes), "your own recordings", waves)
+
+
+def _safe_part(name: str, fallback: str) -> str:
+    """One path component: no separators, no leading dots, so unzipping cannot write outside its folder."""
+    cleaned = "".join("-" if ch in '/\\:*?"<>|' or ord(ch) < 32 else ch for ch in name).strip().lstrip(".")
+    return cleaned[:80] or fallback
+
+
+def _hidden(name: str) -> bool:
+    """macOS's __MACOSX/ resource forks and dot-files, which every zip made on a Mac carries."""
+    return any(part.startswith((".", "__MACOSX")) for part in PurePosixPath(name).parts)
