@@ -29,7 +29,7 @@ if ck is not None:
     table = [{"layer": r["layer"], "what it does": r["what"], "output shape": format_shape(r["shape"]),
               "numbers out": math.prod(r["shape"]), "parameters": r["params"]} for r in rows]
     st.subheader(f"One window through “{ck.name}”")
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(table, hide_index=True, width="stretch", height="content")  # all layers, no inner scroll
     total = sum(r["params"] for r in rows)
     feats = sum(r["params"] for r in rows if r["layer"] in ("conv1", "conv2"))
     st.markdown(
