@@ -159,7 +159,8 @@ def _train_config(args: argparse.Namespace):
     from envnet.train import TrainConfig
 
     return TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bc=args.bc, fc_width=args.fc_width,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bc=args.bc, augment=args.augment,
+        fc_width=args.fc_width,
         seed=args.seed, eval_every=args.eval_every, filters_every=0, device=args.device,
         warmup_epochs=args.warmup, bf16=not args.fp32, init_features=args.init_features,
         init_weights=args.init_weights,
@@ -263,6 +264,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--warmup", type=int, default=0, help="epochs of linear lr warm-up")
     p.add_argument("--bc", action="store_true", help="between-class learning")
+    p.add_argument("--augment", action="store_true", help="random time-stretch (x0.8-1.25) and gain (+-6 dB) per crop")
     p.add_argument("--fc-width", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")

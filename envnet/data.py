@@ -162,6 +162,27 @@ def random_crop(wave: torch.Tensor, gen: torch.Generator, length: int = WINDOW, 
     return crop
 
 
+def random_scale(wave: torch.Tensor, gen: torch.Generator, max_factor: float = 1.25) -> torch.Tensor:
+    """EnvNet-v2's time-stretch augmentation: resample by a log-uniform factor in [1/max, max] with linear
+    interpolation, so a sound plays slower (lower, longer) or faster (higher, shorter)."""
+    n = wave.numel()
+    if n < 2 or max_factor <= 1:
+        return wave
+    log_max = math.log(max_factor)
+    factor = math.exp(float(torch.empty(1).uniform_(-log_max, log_max, generator=gen)))
+    pos = torch.arange(max(1, round(n * factor)), dtype=torch.float64) / factor
+    i0 = pos.floor().long().clamp(max=n - 1)
+    i1 = (i0 + 1).clamp(max=n - 1)
+    frac = (pos - i0).to(wave.dtype)
+    return wave[i0] * (1 - frac) + wave[i1] * frac
+
+
+def random_gain(wave: torch.Tensor, gen: torch.Generator, max_db: float = 6.0) -> torch.Tensor:
+    """A uniform random gain in ±max_db decibels (EnvNet-v2's other augmentation)."""
+    db = float(torch.empty(1).uniform_(-max_db, max_db, generator=gen))
+    return wave * 10 ** (db / 20)
+
+
 def eval_windows(wave: torch.Tensor, n_crops: int = 10, length: int = WINDOW) -> torch.Tensor:
     """The papers' test windows: pad half a window each side, take n_crops evenly spaced."""
     padded = torch.nn.functional.pad(wave, (length // 2, length // 2))

@@ -24,7 +24,7 @@ from safetensors.torch import save as st_save
 from torch.nn import functional as F
 
 from envnet import checkpoint
-from envnet.data import Dataset, bc_batch, random_crop
+from envnet.data import Dataset, bc_batch, random_crop, random_gain, random_scale
 from envnet.evaluate import evaluate
 from envnet.model import EnvNet, build_model
 from envnet.spectra import frequency_response
@@ -44,6 +44,7 @@ class TrainConfig:
     schedule: tuple[float, ...] = (0.5, 0.75)  # fractions of the run where lr is divided by 10
     warmup_epochs: int = 0  # linear lr warm-up, useful for BC learning's harder targets
     bc: bool = False
+    augment: bool = False  # EnvNet-v2's random time-stretch (×0.8–1.25) and gain (±6 dB) before each crop
     fc_width: int = 1024
     dropout: float = 0.5
     seed: int = 0
@@ -161,7 +162,7 @@ class Trainer:
                 if self._should_stop():
                     break
                 idx = order[b * per_rank_batch : (b + 1) * per_rank_batch]
-                x = torch.stack([random_crop(waves[i], gen) for i in idx.tolist()])
+                x = torch.stack([random_crop(self._augment(waves[i], gen), gen) for i in idx.tolist()])
                 y = labels[idx]
                 if c.bc:
                     x, target = bc_batch(x, y, n_classes, gen)
@@ -210,6 +211,9 @@ class Trainer:
                   seconds=time.perf_counter() - start_time)
         self.model.eval()
         return self.model
+
+    def _augment(self, wave: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return random_gain(random_scale(wave, gen), gen) if self.config.augment else wave
 
     # -- checkpoints ------------------------------------------------------------------------------
 

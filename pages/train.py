@@ -7,7 +7,7 @@ button per example, button "Remove “NAME”"; download button "Save these exam
 "Load saved examples (.zip)";
 button "Download ESC-50 (includes ESC-10)"; selectboxes "Dataset folder", "Subset"; text input "Folder on the server";
 number inputs "Epochs", "Batch size"; select slider "Learning rate"; selectbox "Classifier width";
-selectbox "Validation"; checkboxes "BC learning (mix sounds of two classes)", "Start from the default
+selectbox "Validation"; checkboxes "BC learning (mix sounds of two classes)", "Augment (random stretch and gain)", "Start from the default
 model's feature layers"; text input "Model name"; buttons "Start training", "Stop training",
 "Download weights (.safetensors)", "Download model card (.json)", "Share on this server".
 Figures: "Loss"/"Accuracy" curves, "Frequency response of the 40 learned filters …",
@@ -233,12 +233,15 @@ def settings() -> tuple[TrainConfig, str]:
     lr = c[2].select_slider("Learning rate", [0.001, 0.003, 0.01, 0.03, 0.1], value=0.01, key="train_lr")
     width = c[3].selectbox("Classifier width", [64, 256, 1024, 4096], index=1, key="train_width",
                            help="Units in each fully connected layer; the paper uses 4096, small data needs less.")
-    c = st.columns(3)
+    c = st.columns(4)
     bc = c[0].checkbox("BC learning (mix sounds of two classes)", key="train_bc",
                        help="Between-class learning: train on mixtures, labelled by their mixing ratio.")
-    init = c[1].checkbox("Start from the default model's feature layers", value=True, key="train_init",
+    augment = c[1].checkbox("Augment (random stretch and gain)", key="train_augment",
+                            help="Each crop is sped up or slowed down by up to 25 % and made up to 6 dB louder or "
+                                 "quieter, so a few examples go further.")
+    init = c[2].checkbox("Start from the default model's feature layers", value=True, key="train_init",
                          help="Reuse the shipped model's learned filters: much faster on little data.")
-    name = c[2].text_input("Model name", "my-model", key="train_name")
+    name = c[3].text_input("Model name", "my-model", key="train_name")
     init_path = None
     if init:
         if checkpoint.paths(checkpoint.default_checkpoint())[0].is_file():
@@ -246,7 +249,7 @@ def settings() -> tuple[TrainConfig, str]:
         else:
             st.caption("No default checkpoint here: starting from random filters.")
     cfg = TrainConfig(epochs=int(epochs), batch_size=int(batch), lr=float(lr), fc_width=int(width), bc=bc,
-                      init_features=init_path, eval_every=max(1, int(epochs) // 10), filters_every=1)
+                      augment=augment, init_features=init_path, eval_every=max(1, int(epochs) // 10), filters_every=1)
     return cfg, safe_name(name, "my-model")
 
 

@@ -236,3 +236,15 @@ def test_cli_module_never_imports_streamlit() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert r.stdout.strip() == "False", r.stderr
 
+
+
+def test_train_with_bc_and_augmentation_records_the_recipe(tmp_path, monkeypatch):
+    from tonedata import write_class_folders
+
+    monkeypatch.setenv("ENVNET_CACHE", str(tmp_path / "cache"))
+    data = write_class_folders(tmp_path / "data", per_class=2, seconds=0.3)
+    out = tmp_path / "aug"
+    assert main(["train", "--data", str(data), "--epochs", "1", "--batch-size", "3", "--fc-width", "16",
+                     "--bc", "--augment", "--out", str(out)]) == 0
+    recipe = checkpoint.load(out).card["recipe"]
+    assert recipe["augment"] is True and recipe["bc"] is True

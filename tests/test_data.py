@@ -13,6 +13,8 @@ from envnet.data import (
     bc_mix,
     load_waves,
     random_crop,
+    random_gain,
+    random_scale,
     read_class_folders,
     read_dataset,
     read_esc50,
@@ -208,3 +210,28 @@ def test_real_esc10_reader(esc10_dir):
     assert {"dog", "rooster", "rain", "chainsaw"} <= set(ds.classes)
     assert ds.targets == sorted(ds.targets) and ds.targets[0] == 0  # dog is ESC-50's target 0
     assert all(sum(c.fold == f for c in ds.clips) == 80 for f in ds.folds)
+
+
+def test_random_scale_stretches_time_and_shifts_pitch_together():
+    gen = torch.Generator().manual_seed(3)
+    n = SR
+    wave = torch.sin(2 * torch.pi * 1000 * torch.arange(n) / SR)
+    factors = []
+    for _ in range(20):
+        out = random_scale(wave, gen)
+        factor = out.numel() / n
+        factors.append(factor)
+        assert 0.8 - 1e-3 <= factor <= 1.25 + 1e-3
+        # Played at 16 kHz, a clip stretched by `factor` sounds 1000 / factor Hz.
+        peak_hz = np.argmax(np.abs(np.fft.rfft(out.numpy()))) * SR / out.numel()
+        assert peak_hz == pytest.approx(1000 / factor, rel=0.01)
+        assert float(out.abs().max()) <= 1.0 + 1e-6  # interpolation never overshoots
+    assert min(factors) < 0.95 and max(factors) > 1.05  # both slower and faster happen
+
+
+def test_random_gain_stays_within_six_decibels_and_follows_the_seed():
+    wave = torch.full((100,), 0.5)
+    db = [20 * np.log10(float(random_gain(wave, torch.Generator().manual_seed(s))[0]) / 0.5) for s in range(50)]
+    assert -6 <= min(db) < -3 and 3 < max(db) <= 6
+    same = [random_gain(wave, torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert torch.equal(same[0], same[1])

@@ -208,6 +208,14 @@ def test_bc_training_runs_with_soft_labels():
     assert torch.isfinite(torch.tensor(row["train_loss"])) and row["train_loss"] > 0
 
 
+def test_augmented_training_runs_and_draws_other_crops():
+    plain, augmented = tiny_trainer(epochs=1, seed=4), tiny_trainer(epochs=1, seed=4, augment=True)
+    plain.run()
+    augmented.run()
+    assert augmented.history[-1]["train_loss"] != plain.history[-1]["train_loss"]
+    assert torch.isfinite(torch.tensor(augmented.history[-1]["train_loss"]))
+
+
 def test_no_usable_clips_is_a_clear_error():
     ds = memory_dataset(per_class=1, seconds=0.1)
     ds.waves = [torch.zeros(0) for _ in ds.waves]
