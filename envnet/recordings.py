@@ -15,11 +15,13 @@ import torch
 
 from envnet.audio import AUDIO_EXTENSIONS, AudioError, load_audio, to_wav_bytes
 from envnet.data import Clip, Dataset
+from envnet.model import SAMPLE_RATE
 
 Examples = dict[str, list[tuple[str, torch.Tensor]]]  # class name → [(example name, 16 kHz wave)]
 
-MAX_FILES = 2000
+MAX_FILES = 1000
 MAX_UNPACKED_BYTES = 1 << 30  # a zip that would unpack to more than 1 GiB is refused, not read
+MAX_TOTAL_SECONDS = 30 * 60  # decoded audio kept in memory per zip (and per session, see pages/train.py)
 
 
 def to_zip(examples: Examples) -> bytes:
@@ -56,6 +58,7 @@ def from_zip(data: bytes, trim: bool = True) -> tuple[Examples, list[str]]:
             raise ValueError(f"the zip would unpack to more than {MAX_UNPACKED_BYTES / 2**30:g} GiB; it was not read")
         examples: Examples = {}
         problems = []
+        total = 0  # samples decoded so far
         for m in members:  # in the order they were saved: classes and examples keep their order
             path = PurePosixPath(m.filename)
             if path.suffix.lower() not in AUDIO_EXTENSIONS:
@@ -63,11 +66,15 @@ def from_zip(data: bytes, trim: bool = True) -> tuple[Examples, list[str]]:
             if len(path.parts) < 2:
                 problems.append(f"{m.filename}: not inside a class folder")
                 continue
+            if total >= MAX_TOTAL_SECONDS * SAMPLE_RATE:
+                problems.append(f"{m.filename} and the rest: over {describe_seconds(MAX_TOTAL_SECONDS)} of sound, not loaded")
+                break
             try:
                 wave = load_audio(zf.read(m), trim=trim)
             except (AudioError, zipfile.BadZipFile, OSError, RuntimeError) as e:
                 problems.append(f"{m.filename}: {e}")
                 continue
+            total += wave.numel()
             examples.setdefault(path.parent.name, []).append((path.name, wave))
     if not examples:
         raise ValueError("no sound files inside class folders were found in the zip"
@@ -87,6 +94,10 @@ def to_dataset(examples: dict[str, list[torch.Tensor]], n_folds: int = 5) -> Dat
             clips.append(Clip(Path(f"<session>/{c}/{i}.wav"), label, i % n_folds + 1))
             waves.append(w)
     return Dataset(clips, classes, [None] * len(classes), "your own recordings", waves)
+
+
+def describe_seconds(seconds: float) -> str:
+    return f"{seconds / 60:g} minutes" if seconds >= 60 else f"{seconds:g} seconds"
 
 
 def _safe_part(name: str, fallback: str) -> str:

@@ -57,8 +57,18 @@ def new_class() -> dict:
     return {"id": uuid.uuid4().hex[:8], "clips": []}
 
 
-def add_wave(cls: dict, name: str, wave) -> None:
+def budget_message() -> str:
+    return (f"this session already holds {recordings.describe_seconds(recordings.MAX_TOTAL_SECONDS)} of examples. "
+            "Remove some first.")
+
+
+def add_wave(cls: dict, name: str, wave) -> bool:
+    """Keep an example, unless the session already holds MAX_TOTAL_SECONDS of them (memory per visitor)."""
+    held = sum(c["wave"].numel() for v in own_classes().values() for c in v["clips"])
+    if held + wave.numel() > recordings.MAX_TOTAL_SECONDS * SAMPLE_RATE:
+        return False
     cls["clips"].append({"id": uuid.uuid4().hex[:8], "name": name, "wave": wave})
+    return True
 
 
 def add_example(cls: dict, file_id: str, name: str, data: bytes) -> None:
@@ -74,7 +84,8 @@ def add_example(cls: dict, file_id: str, name: str, data: bytes) -> None:
     if wave.numel() < SAMPLE_RATE // 20 or float(wave.abs().max()) < 1e-4:
         st.error(f"“{name}” was not added: it is silent or shorter than 50 ms.")
         return
-    add_wave(cls, name, wave)
+    if not add_wave(cls, name, wave):
+        st.error(f"“{name}” was not added: {budget_message()}")
 
 
 def own_classes_editor() -> None:
@@ -133,14 +144,17 @@ def save_and_restore(classes: dict) -> None:
     except ValueError as e:
         st.error(f"“{up.name}” could not be loaded: {e}")
         return
+    added = 0
     for cls_name, items in loaded.items():
         cls = classes.setdefault(cls_name, new_class())
-        for example_name, wave in items:
-            add_wave(cls, example_name, wave)
+        added += sum(add_wave(cls, example_name, wave) for example_name, wave in items)
+    skipped = sum(len(v) for v in loaded.values()) - added
+    if skipped:
+        problems.insert(0, f"{skipped} example(s) not added: {budget_message()}")
+    st.session_state["own_msg_ok"] = (f"Loaded {added} example{'s' * (added != 1)} in {len(loaded)} "
+                                      f"class{'es' * (len(loaded) != 1)} from “{up.name}”.")
     if problems:
-        st.warning(f"{len(problems)} file(s) in “{up.name}” were skipped: " + "; ".join(problems[:5]))
-    st.session_state["own_msg_ok"] = (f"Loaded {sum(len(v) for v in loaded.values())} examples in "
-                                      f"{len(loaded)} classes from “{up.name}”.")
+        st.session_state["own_msg"] = f"Some of “{up.name}” was skipped: " + "; ".join(problems[:5])
     st.rerun()
 
 

@@ -227,3 +227,16 @@ def test_examples_saved_as_a_zip_come_back_and_single_examples_can_be_removed(tr
     at.file_uploader(key="own_load").set_value(("oops.zip", b"not a zip", "application/zip")).run()
     assert not at.exception and any("oops.zip" in e.value and "not a zip" in e.value for e in at.error)
     assert counts(at) == ["low: 2 examples", "high: 1 example"]
+
+
+def test_a_session_holds_a_bounded_amount_of_examples(train_page, monkeypatch):
+    from envnet import recordings
+    from envnet.audio import load_audio
+
+    monkeypatch.setattr(recordings, "MAX_TOTAL_SECONDS", 2.5)
+    at = train_page
+    saved = recordings.to_zip({"a": [(f"a{i}.wav", load_audio(wav(300 + 50 * i))) for i in range(4)]})
+    at.file_uploader(key="own_load").set_value(("big.zip", saved, "application/zip")).run()
+    assert not at.exception
+    assert counts(at) == ["a: 2 examples"]
+    assert any("not added: this session already holds 2.5 seconds" in w.value for w in at.warning)

@@ -92,3 +92,11 @@ def test_a_zip_that_would_unpack_too_large_is_not_read(monkeypatch):
     monkeypatch.setattr(recordings, "MAX_UNPACKED_BYTES", 1000)
     with pytest.raises(ValueError, match="unpack to more than"):
         recordings.from_zip(make_zip({"a/big.wav": b"\0" * 5000}))
+
+
+def test_loading_stops_at_the_sound_budget_and_says_so(monkeypatch):
+    monkeypatch.setattr(recordings, "MAX_TOTAL_SECONDS", 1)
+    one = wav_bytes(np.asarray(tone(440, 0.6)))
+    loaded, problems = recordings.from_zip(make_zip({f"c/{i}.wav": one for i in range(4)}), trim=False)
+    assert [n for n, _ in loaded["c"]] == ["0.wav", "1.wav"]
+    assert problems == ["c/2.wav and the rest: over 1 seconds of sound, not loaded"]
