@@ -21,7 +21,7 @@ Examples = dict[str, list[tuple[str, torch.Tensor]]]  # class name → [(example
 
 MAX_FILES = 1000
 MAX_UNPACKED_BYTES = 1 << 30  # a zip that would unpack to more than 1 GiB is refused, not read
-MAX_TOTAL_SECONDS = 30 * 60  # decoded audio kept in memory per zip (and per session, see pages/train.py)
+MAX_TOTAL_SECONDS = 10 * 60  # decoded audio kept in memory per zip (and per session, see pages/train.py)
 
 
 def to_zip(examples: Examples) -> bytes:

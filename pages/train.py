@@ -7,8 +7,8 @@ button per example, button "Remove “NAME”"; download button "Save these exam
 "Load saved examples (.zip)";
 button "Download ESC-50 (includes ESC-10)"; selectboxes "Dataset folder", "Subset"; text input "Folder on the server";
 number inputs "Epochs", "Batch size"; select slider "Learning rate"; selectbox "Classifier width";
-selectbox "Validation"; checkboxes "BC learning (mix sounds of two classes)", "Augment (random stretch and gain)", "Start from the default
-model's feature layers"; text input "Model name"; buttons "Start training", "Stop training",
+selectbox "Validation"; checkboxes "BC learning (mix sounds of two classes)", "Augment (random stretch and
+gain)", "Start from the default model's feature layers"; text input "Model name"; buttons "Start training", "Stop training",
 "Download weights (.safetensors)", "Download model card (.json)", "Share on this server".
 Figures: "Loss"/"Accuracy" curves, "Frequency response of the 40 learned filters …",
 "How the filters evolved".
@@ -31,7 +31,7 @@ from envnet.session import HEARTBEAT_TIMEOUT, SLOT, TrainingJob, checkpoint_stem
 from envnet.train import TrainConfig
 from pages._ui import ADDED, JOB, page_setup
 
-OWN = "own_classes"  # {class name: {"id": str, "clips": [{"id", "name", "wave"}]}}
+OWN = "own_classes"  # {class name: {"id": str, "clips": [{"id", "name", "wave", "wav" (its player's bytes)}]}}
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
 _DOWNLOAD_LOCK = threading.Lock()  # one dataset download per server
 
@@ -114,7 +114,9 @@ def own_classes_editor() -> None:
             for clip in list(cls["clips"]):
                 c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="center")
                 c1.write(f"{clip['name']} ({clip['wave'].numel() / SAMPLE_RATE:.1f} s)")
-                c2.audio(to_wav_bytes(clip["wave"]), format="audio/wav")
+                if "wav" not in clip:  # encoded once, not on every rerun of the page
+                    clip["wav"] = to_wav_bytes(clip["wave"])
+                c2.audio(clip["wav"], format="audio/wav")
                 if c3.button("Remove", key=f"own_rm_clip_{clip['id']}", help="Remove this example"):
                     cls["clips"].remove(clip)
                     st.rerun()
