@@ -212,6 +212,10 @@ class TrainingJob:
                 self._state.error = f"{type(e).__name__}: {e}"
         finally:
             self.ended_at = time.time()
+            # A finished run stays findable for a while (find_run): it keeps its model and numbers, not
+            # its optimizer's momentum (as large as the model) or its training data.
+            self.trainer.opt.state.clear()
+            self.trainer.train_ds = self.trainer.val_ds = None
             self.slot.release(self.id)
 
     def stop(self) -> None:

@@ -17,6 +17,7 @@ from envnet.session import (
     TrainingSlot,
     cached_frequency_response,
     checkpoint_stem,
+    find_run,
     safe_name,
     tiny_config,
 )
@@ -81,6 +82,9 @@ def test_training_job_runs_releases_the_slot_and_reports_events(tmp_path):
     assert s.fraction == 1.0 and len(s.batch_losses) == 2
     assert job.result is not None and job.result.classes == ["low", "high"]
     assert (tmp_path / "unit-test.safetensors").is_file()  # saved to disk too: not lost with the browser
+    # The finished run stays findable by its token, holding its model but no momentum or training data.
+    assert find_run(job.token) is job
+    assert not job.trainer.opt.state and job.trainer.train_ds is None
     assert other.start()  # the slot is free again
     other.join(120)
 
