@@ -7,8 +7,8 @@ button per example, button "Remove “NAME”"; download button "Save these exam
 "Load saved examples (.zip)";
 button "Download ESC-50 (includes ESC-10)"; selectboxes "Dataset folder", "Subset"; text input "Folder on the server";
 number inputs "Epochs", "Batch size"; select slider "Learning rate"; selectbox "Classifier width";
-selectbox "Validation"; checkboxes "BC learning (mix sounds of two classes)", "Augment (random stretch and
-gain)", "Start from the default model's feature layers"; text input "Model name"; buttons "Start training", "Stop training",
+selectbox "Validation"; checkboxes "BC learning", "Augment (stretch and gain)", "Start from the default
+model's filters"; text input "Model name"; buttons "Start training", "Stop training",
 "Download weights (.safetensors)", "Download model card (.json)", "Share on this server".
 Figures: "Loss"/"Accuracy" curves, "Frequency response of the 40 learned filters …",
 "How the filters evolved".
@@ -249,15 +249,17 @@ def settings() -> tuple[TrainConfig, str]:
     lr = c[2].select_slider("Learning rate", [0.001, 0.003, 0.01, 0.03, 0.1], value=0.01, key="train_lr")
     width = c[3].selectbox("Classifier width", [64, 256, 1024, 4096], index=1, key="train_width",
                            help="Units in each fully connected layer; the paper uses 4096, small data needs less.")
-    c = st.columns(4)
-    bc = c[0].checkbox("BC learning (mix sounds of two classes)", key="train_bc",
-                       help="Between-class learning: train on mixtures, labelled by their mixing ratio.")
-    augment = c[1].checkbox("Augment (random stretch and gain)", key="train_augment",
+    c = st.columns(3)
+    bc = c[0].checkbox("BC learning", key="train_bc",
+                       help="Between-class learning: train on mixtures of two sounds of different classes, "
+                            "labelled by their mixing ratio.")
+    augment = c[1].checkbox("Augment (stretch and gain)", key="train_augment",
                             help="Each crop is sped up or slowed down by up to 25 % and made up to 6 dB louder or "
                                  "quieter, so a few examples go further.")
-    init = c[2].checkbox("Start from the default model's feature layers", value=True, key="train_init",
-                         help="Reuse the shipped model's learned filters: much faster on little data.")
-    name = c[3].text_input("Model name", "my-model", key="train_name")
+    init = c[2].checkbox("Start from the default model's filters", value=True, key="train_init",
+                         help="Reuse the shipped model's learned feature layers (conv1, conv2): much faster on "
+                              "little data.")
+    name = st.columns(3)[0].text_input("Model name", "my-model", key="train_name")
     init_path = None
     if init:
         if checkpoint.paths(checkpoint.default_checkpoint())[0].is_file():
