@@ -71,7 +71,7 @@ def from_zip(data: bytes, trim: bool = True) -> tuple[Examples, list[str]]:
                 break
             try:
                 wave = load_audio(zf.read(m), trim=trim)
-            except (AudioError, zipfile.BadZipFile, OSError, RuntimeError) as e:
+            except (AudioError, zipfile.BadZipFile, OSError, RuntimeError) as e:  # RuntimeError: encrypted
                 problems.append(f"{m.filename}: {e}")
                 continue
             total += wave.numel()

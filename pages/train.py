@@ -128,14 +128,15 @@ def own_classes_editor() -> None:
 
 def save_and_restore(classes: dict) -> None:
     """A session's examples vanish with its tab: save them as a zip of class folders, load them back."""
-    has_examples = any(cls["clips"] for cls in classes.values())
-    c1, c2 = st.columns(2) if has_examples else (None, st.container())
-    if has_examples:
+    if any(cls["clips"] for cls in classes.values()):
+        c1, c2 = st.columns(2)
         c1.download_button(
             "Save these examples (.zip)", key="own_save",
             data=lambda: recordings.to_zip({n: [(c["name"], c["wave"]) for c in v["clips"]] for n, v in classes.items()}),
             file_name="my-sounds.zip", mime="application/zip",
             help="One folder per class: load it here again later, or train on it with python -m envnet train.")
+    else:
+        c2 = st.container()
     up = c2.file_uploader("Load saved examples (.zip)", type=["zip"], key="own_load",
                           help="A zip with one folder of sound files per class, as “Save these examples” makes.")
     if up is None or f"zip:{up.file_id}" in st.session_state[SEEN]:

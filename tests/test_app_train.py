@@ -13,6 +13,8 @@ import soundfile as sf
 from apptools import APP, TIMEOUT, titles
 from streamlit.testing.v1 import AppTest
 
+from envnet import recordings
+from envnet.audio import load_audio
 from envnet.session import SLOT
 
 
@@ -207,9 +209,6 @@ def test_an_unknown_run_in_the_address_is_explained(train_page):
 
 
 def test_examples_saved_as_a_zip_come_back_and_single_examples_can_be_removed(train_page):
-    from envnet import recordings
-    from envnet.audio import load_audio
-
     at = train_page
     saved = recordings.to_zip({"low": [(f"low{i}.wav", load_audio(wav(200 + 20 * i))) for i in range(3)],
                                "high": [("high0.wav", load_audio(wav(3000)))]})
@@ -230,9 +229,6 @@ def test_examples_saved_as_a_zip_come_back_and_single_examples_can_be_removed(tr
 
 
 def test_a_session_holds_a_bounded_amount_of_examples(train_page, monkeypatch):
-    from envnet import recordings
-    from envnet.audio import load_audio
-
     monkeypatch.setattr(recordings, "MAX_TOTAL_SECONDS", 2.5)
     at = train_page
     saved = recordings.to_zip({"a": [(f"a{i}.wav", load_audio(wav(300 + 50 * i))) for i in range(4)]})
