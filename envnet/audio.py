@@ -152,6 +152,11 @@ def _resampler(orig_sr: int, new_sr: int) -> T.Resample:
     return T.Resample(orig_sr, new_sr)
 
 
+def resampler(orig_sr: int, new_sr: int = SAMPLE_RATE) -> T.Resample:
+    """The one resampler (a cached windowed-sinc kernel); envnet.stream applies the same kernel block by block."""
+    return _resampler(orig_sr, new_sr)
+
+
 def resample(wave: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> torch.Tensor:
     if orig_sr == new_sr:
         return wave

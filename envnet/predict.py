@@ -69,3 +69,19 @@ def predict(
     model.train(was_training)
     wp = torch.cat(parts)
     return Prediction(list(classes), wp.mean(0), wp, [s - offset for s in starts])
+
+
+def predict_spectrogram(model: EnvNet, spec: torch.Tensor, classes: list[str], *, start: int = 0) -> Prediction:
+    """One learned 40 × 150 spectrogram → the Prediction that predict() gives for the window it came from.
+
+    Only the classifier half runs: a live stream computes the front end column by column (envnet/stream.py)
+    and must not pay for it again four times a second."""
+    if len(classes) != model.config.n_classes:
+        raise ValueError(f"{len(classes)} class names for a model with {model.config.n_classes} outputs")
+    fast = inference_model(model)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        wp = torch.softmax(fast.classify(spec.float().reshape(1, *spec.shape[-2:])), -1)
+    model.train(was_training)
+    return Prediction(list(classes), wp[0], wp, [start])

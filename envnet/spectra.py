@@ -16,7 +16,7 @@ from envnet.model import N_BANDS, N_FRAMES, POOL, SAMPLE_RATE, WINDOW, EnvNet
 N_FFT = 400  # 25 ms analysis window, the usual speech/audio front end
 # Learned frame i pools conv2 outputs 160i…160i+159, which see input samples 160i…160i+173: its centre
 # is 160i + 87. Padding by 113 puts the centre of the 400-sample mel frame i at the same sample.
-_MEL_PAD = (N_FFT // 2) - 87
+MEL_PAD = (N_FFT // 2) - 87
 
 
 @lru_cache(maxsize=4)
@@ -27,12 +27,18 @@ def _mel(n_mels: int = N_BANDS) -> torch.nn.Module:
     )
 
 
+def mel_frames(samples: torch.Tensor, n_mels: int = N_BANDS) -> torch.Tensor:
+    """(…, n) samples → (…, n_mels, 1 + (n - 400) // 160) dB frames, no padding: frame j covers samples
+    160 j … 160 j + 399. Frames are independent of each other (top_db is off), so a stream can compute
+    its new frames alone (envnet/stream.py)."""
+    with torch.no_grad():
+        return _mel(n_mels)(samples)
+
+
 def mel_spectrogram(windows: torch.Tensor, n_mels: int = N_BANDS) -> torch.Tensor:
     """(batch, 24014) → (batch, n_mels, 150) in dB, frames aligned with the learned spectrogram's."""
     x = windows if windows.dim() == 2 else windows.unsqueeze(0)
-    x = torch.nn.functional.pad(x, (_MEL_PAD, _MEL_PAD))
-    with torch.no_grad():
-        mel = _mel(n_mels)(x)
+    mel = mel_frames(torch.nn.functional.pad(x, (MEL_PAD, MEL_PAD)), n_mels)
     return mel[..., :N_FRAMES] if windows.dim() == 2 else mel[0, :, :N_FRAMES]
 
 
