@@ -2,12 +2,18 @@
 
 soundfile decodes wav/flac/ogg/mp3 without FFmpeg; torchcodec (with FFmpeg) is tried for other
 containers when it is installed. torchaudio is used only for resampling.
+
+Every clip may come from a hostile visitor of a public server, so the work one clip can cause is bounded:
+the rate and channel count are checked from the header, decoding goes in blocks mixed down as it goes, and
+the resampling filter between two rates is kept small (see `resample_rate`).
 """
 
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+import math
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +21,19 @@ import soundfile as sf
 import torch
 import torchaudio.transforms as T
 
+from envnet import limits
 from envnet.model import SAMPLE_RATE, WINDOW
 
 MAX_SECONDS = 60.0
+MIN_RATE, MAX_RATE = 1_000, 384_000  # sample rates accepted (Hz): below 1 kHz is not audio worth classifying
+MAX_CHANNELS = 16  # 7.1 surround has 8, third-order ambisonics 16
+BLOCK_SAMPLES = 1 << 20  # samples (all channels) decoded at a time before mixing down: 4 MB of float32
+# The polyphase filter between two rates has (new/g) × (orig/g + taps) coefficients (g = their gcd) and costs
+# about lcm(orig, new) multiply-adds per second of audio: enormous between coprime rates (44,101 → 16,000 Hz
+# asks for a 2.8 GB filter). Every common rate fits both bounds; 11,025 Hz is the largest (291 k, 7.06 M).
+MAX_FILTER = 1 << 20  # coefficients
+MAX_LCM = 8_000_000
+FILTER_CACHE_BYTES = 32 << 20  # filters kept between clips, least recently used dropped first
 SILENCE_THRESHOLD = 1e-4  # peak below this counts as digital silence
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".webm", ".aiff", ".aif"}
 
@@ -43,6 +59,10 @@ class InvalidSamplesError(AudioError):
 
 
 class TooLongError(AudioError):
+    pass
+
+
+class UnsupportedRateError(DecodeError):
     pass
 
 
@@ -109,28 +129,67 @@ def _decode_torchcodec(data: bytes, kind: str, name: str) -> tuple[np.ndarray, i
     return samples.data.numpy().T, int(samples.sample_rate)
 
 
-def _decode(source: Source, max_seconds: float | None = None) -> tuple[np.ndarray, int, str]:
+def _check_header(name: str, sr: int, channels: int, frames: int | None, max_seconds: float | None) -> None:
+    """Refuse what the header already shows to be unusable, before decoding anything."""
+    if not MIN_RATE <= sr <= MAX_RATE:
+        raise UnsupportedRateError(
+            f"{name} says its sample rate is {sr:,} Hz; rates from {MIN_RATE:,} to {MAX_RATE:,} Hz are accepted"
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise DecodeError(f"{name} has {channels} channels; at most {MAX_CHANNELS} are accepted. Mix it down first.")
+    if max_seconds is not None and frames is not None and frames / sr > max_seconds:
+        raise _too_long(name, frames / sr, max_seconds)
+
+
+def _read_blocks(f: sf.SoundFile, name: str, max_seconds: float | None, mono: bool) -> np.ndarray:
+    """Decode in blocks, mixing each down to mono as it comes when asked (a 64-channel file never exists in
+    memory as 64 channels of float32), and stop as soon as the clip proves longer than max_seconds (headers
+    can understate the length)."""
+    sr, channels = int(f.samplerate), int(f.channels)
+    limit = None if max_seconds is None else int(max_seconds * sr) + 1
+    block = max(1, BLOCK_SAMPLES // channels)
+    parts, n = [], 0
+    while True:
+        x = f.read(block, dtype="float32", always_2d=True)
+        if x.shape[0] == 0:
+            break
+        parts.append(x.mean(axis=1, keepdims=True) if mono and channels > 1 else x)
+        n += x.shape[0]
+        if limit is not None and n > limit:
+            # The real length is unknown beyond this point: say what was read, which is already too much.
+            raise _too_long(name, n / sr, max_seconds)
+    if not parts:
+        return np.zeros((0, 1 if mono else channels), np.float32)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _decode(source: Source, max_seconds: float | None = None, mono: bool = False) -> tuple[np.ndarray, int, str]:
+    """(frames, channels) float32 and its rate; (frames, 1) mixed down as it decodes when mono."""
     data, name = _read_bytes(source)
     if len(data) == 0:
         raise EmptyAudioError(f"{name} is empty (0 bytes)")
     kind = _sniff(data)
     if kind in ("image", "zip", "PDF", "text"):
         raise UnsupportedFormatError(f"{name} is not audio: it looks like a {kind} file")
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            sr = int(f.samplerate)
-            # Refuse an over-long clip from its header, before decoding it into memory.
-            if max_seconds is not None and f.frames / sr > max_seconds:
-                raise _too_long(name, f.frames / sr, max_seconds)
-            audio = f.read(dtype="float32", always_2d=True)
-    except TooLongError:
-        raise
-    except Exception as e:
-        if kind in ("m4a/mp4", "webm/mkv"):
-            audio, sr = _decode_torchcodec(data, kind, name)
-            return audio, sr, name
-        what = "" if kind == "unknown" else f" ({kind} data, possibly truncated or corrupt)"
-        raise DecodeError(f"{name}: could not decode audio{what}. Supported: WAV, FLAC, OGG, MP3.") from e
+    with limits.heavy_work(name, DecodeError):
+        try:
+            with sf.SoundFile(io.BytesIO(data)) as f:
+                sr = int(f.samplerate)
+                _check_header(name, sr, int(f.channels), f.frames, max_seconds)
+                audio = _read_blocks(f, name, max_seconds, mono)
+        except AudioError:
+            raise
+        except MemoryError as e:
+            raise DecodeError(f"{name}: not enough memory to decode it on this server") from e
+        except Exception as e:
+            if kind in ("m4a/mp4", "webm/mkv"):
+                audio, sr = _decode_torchcodec(data, kind, name)
+                _check_header(name, sr, audio.shape[1], audio.shape[0], max_seconds)
+                if mono and audio.shape[1] > 1:
+                    audio = audio.mean(axis=1, keepdims=True)
+                return audio, sr, name
+            what = "" if kind == "unknown" else f" ({kind} data, possibly truncated or corrupt)"
+            raise DecodeError(f"{name}: could not decode audio{what}. Supported: WAV, FLAC, OGG, MP3.") from e
     return audio, sr, name
 
 
@@ -146,10 +205,65 @@ def decode_raw(source: Source) -> tuple[np.ndarray, int]:
     return audio, sr
 
 
-@lru_cache(maxsize=8)
-def _resampler(orig_sr: int, new_sr: int) -> T.Resample:
-    # Building the windowed-sinc kernel costs as much as applying it to a short clip: build it once.
-    return T.Resample(orig_sr, new_sr)
+def _filter_size(orig_sr: int, new_sr: int, width: int = 6) -> int:
+    """Coefficients in torchaudio's sinc filter between two rates (its lowpass_filter_width default, 6)."""
+    g = math.gcd(orig_sr, new_sr)
+    o, n = orig_sr // g, new_sr // g
+    taps = math.ceil(width * o / (min(o, n) * 0.99))
+    return n * (2 * taps + o)
+
+
+def resample_rate(orig_sr: int, new_sr: int = SAMPLE_RATE) -> int:
+    """The rate a clip is resampled from: its own when the filter to new_sr is small, else the nearest rate
+    on a coarser grid (a divisor of new_sr) whose filter is. 44,101 Hz is treated as 44,100 Hz; over the whole
+    accepted range the pitch moves by 0.25 % at most (1,596 → 1,600 Hz), far below what anyone hears."""
+    if orig_sr <= 0 or new_sr <= 0:
+        raise ValueError(f"sample rates must be positive, not {orig_sr} and {new_sr}")
+    for d in (d for d in range(1, new_sr + 1) if new_sr % d == 0):
+        r = max(d, round(orig_sr / d) * d)
+        if _filter_size(r, new_sr) <= MAX_FILTER and math.lcm(r, new_sr) <= MAX_LCM:
+            return r
+    return new_sr  # not reached: d = new_sr gives a filter of a few dozen coefficients
+
+
+class _FilterCache:
+    """Built filters by (orig, new), bounded in bytes rather than in count: one odd rate's filter can be
+    a thousand times the size of a common one's."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[int, int], T.Resample] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _bytes(r: T.Resample) -> int:
+        return sum(b.numel() * b.element_size() for b in r.buffers())
+
+    def get(self, orig_sr: int, new_sr: int) -> T.Resample:
+        key = (orig_sr, new_sr)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        # Building the windowed-sinc kernel costs as much as applying it to a short clip: build it once.
+        r = T.Resample(orig_sr, new_sr)
+        with self._lock:
+            self._items[key] = r
+            while len(self._items) > 1 and sum(map(self._bytes, self._items.values())) > self.max_bytes:
+                self._items.popitem(last=False)
+        return r
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(map(self._bytes, self._items.values()))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_filters = _FilterCache(FILTER_CACHE_BYTES)
 
 
 def resampler(orig_sr: int, new_sr: int = SAMPLE_RATE) -> T.Resample:
@@ -158,10 +272,16 @@ def resampler(orig_sr: int, new_sr: int = SAMPLE_RATE) -> T.Resample:
 
 
 def resample(wave: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> torch.Tensor:
+    """`wave` at orig_sr → new_sr, through a bounded filter (see `resample_rate`). Raises AudioError when
+    this server has no memory left for it, rather than an allocation error deep in torch."""
+    orig_sr = resample_rate(int(orig_sr), int(new_sr))
     if orig_sr == new_sr:
         return wave
-    with torch.no_grad():
-        return _resampler(orig_sr, new_sr)(wave)
+    try:
+        with limits.heavy_work("this clip", AudioError), torch.no_grad():
+            return _filters.get(orig_sr, new_sr)(wave)
+    except (MemoryError, RuntimeError) as e:  # torch reports a failed allocation as a RuntimeError
+        raise AudioError(f"the clip could not be resampled from {orig_sr:,} Hz on this server ({e})") from e
 
 
 def trim_silence(wave: torch.Tensor, threshold: float = 0.01, frame: int = 160) -> torch.Tensor:
@@ -191,7 +311,7 @@ def load_audio(
     Integer formats arrive already scaled to [-1, 1); float files may exceed it and are scaled down,
     never up, so quiet sounds stay quiet (loudness is information the model may use).
     """
-    audio, sr, name = _decode(source, max_seconds)
+    audio, sr, name = _decode(source, max_seconds, mono=True)
     if audio.shape[0] == 0:
         raise EmptyAudioError(f"{name} contains no samples")
     if not np.isfinite(audio).all():

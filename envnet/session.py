@@ -37,20 +37,26 @@ KEPT_RUNS = 4  # finished runs the server keeps findable by token; each holds a 
 
 # ---- names and paths ----------------------------------------------------------------------------
 
-_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+RESERVED_PREFIX = "envnet"  # shipped models' names: no visitor's shared model may pass for one
 
 
 def safe_name(name: str, fallback: str = "model") -> str:
-    """A file-name-safe version of a user's text: letters, digits, _ . - only, no leading dots."""
-    cleaned = _NAME.sub("-", name.strip()).strip("-.")[:64]
+    """A file-name-safe version of a user's text: letters, digits, _ and - only. No dots: NAME.v2 would
+    otherwise read as NAME with a suffix, and a leading dot would hide the file."""
+    cleaned = _NAME.sub("-", name.strip()).strip("-")[:64].strip("-")
     return cleaned or fallback
 
 
 def checkpoint_stem(name: str, folder: Path = CHECKPOINT_DIR) -> Path:
-    """NAME → folder/NAME, refusing anything that would land outside the folder."""
+    """NAME → folder/NAME for a visitor's shared model, refusing anything that would land outside the
+    folder or take a shipped model's name (any name starting with "envnet")."""
     stem = (folder / safe_name(name)).resolve()
     if stem.parent != folder.resolve():
         raise checkpoint.CheckpointError(f"{name!r} is not a valid checkpoint name")
+    if stem.name.lower().startswith(RESERVED_PREFIX):
+        raise checkpoint.CheckpointError(f"names starting with “{RESERVED_PREFIX}” are kept for the shipped models; "
+                                         "choose another name")
     return stem
 
 

@@ -1,0 +1,316 @@
+"""Issue 17: a public server survives hostile visitors. Each case is a tiny file made here that once cost
+gigabytes or minutes, or crashed a page; now it gets a clear message (or a correct result) in seconds and
+bounded memory, through the library, the CLI (exit 3, no traceback) and the app.
+
+Time and memory are measured in a fresh subprocess (resource's peak RSS, whose rise over the imports is
+what the case cost) with RLIMIT_DATA at 3 GB, so a regression fails fast instead of swapping the machine.
+The bounds are generous (a loaded 2-core machine) and still far below what the findings measured.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import TINY_CLASSES, encode, sine, tiny_model
+from safetensors.torch import save as st_save
+
+from envnet import audio, checkpoint
+from envnet.audio import AudioError, DecodeError, UnsupportedRateError, load_audio
+from envnet.checkpoint import CheckpointError, card_from_bytes, from_bytes, make_card, state_bytes
+from envnet.cli import main
+from envnet.session import checkpoint_stem, safe_name
+
+REPO = Path(__file__).resolve().parents[1]
+
+PRELUDE = """
+import json, resource, sys, time
+resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))
+import torch
+torch.set_num_threads(1)
+import envnet.audio, envnet.checkpoint, envnet.recordings, envnet.cli
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak()
+t0 = time.perf_counter()
+out = {}
+"""
+EPILOGUE = """
+out.update(seconds=time.perf_counter() - t0, peak_mb=peak() - base)
+print("RESULT" + json.dumps(out))
+"""
+
+
+def measured(code: str, tmp_path: Path, **files: bytes) -> dict:
+    """Run `code` in a fresh Python (files written to tmp_path first, their paths in a dict `paths`);
+    return its `out` dict with the seconds and the rise of peak memory (MB) it cost."""
+    paths = {}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths[name] = str(tmp_path / name)
+    script = PRELUDE + f"paths = {paths!r}\n" + textwrap.dedent(code) + EPILOGUE
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, f"the child failed:\n{proc.stderr[-3000:]}"
+    return json.loads(lines[-1][len("RESULT"):])
+
+
+def cli(args: list[str], capsys) -> tuple[int, str]:
+    code = main(args)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def wav_bytes(x: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- odd sample rates
+
+
+@pytest.mark.parametrize("rate", [44_101, 96_001, 16_002])
+def test_an_odd_sample_rate_costs_little_memory_and_time(tmp_path, rate: int) -> None:
+    """Was: 44,101 Hz → 22.7 GB and 54 s; 96,001 Hz killed for memory; 16,002 Hz 10 s and 318 MB held."""
+    clip = encode(sine(1000, 0.02, rate), rate)
+    assert len(clip) < 4000
+    out = measured("""
+        wave = envnet.audio.load_audio(paths["odd.wav"])
+        out["samples"] = wave.numel()
+        out["cached_mb"] = envnet.audio._filters.nbytes / 2**20
+    """, tmp_path, **{"odd.wav": clip})
+    assert out["seconds"] < 5 and out["peak_mb"] < 150, out
+    assert out["cached_mb"] < 8, out
+    assert abs(out["samples"] - 320) <= 1  # 20 ms at 16 kHz
+
+
+def test_an_odd_rate_keeps_a_tone_at_its_pitch() -> None:
+    wave = load_audio(encode(sine(1000, 1.0, 44_101), 44_101))
+    spectrum = np.abs(np.fft.rfft(wave.numpy() * np.hanning(wave.numel())))
+    assert np.argmax(spectrum) * 16_000 / wave.numel() == pytest.approx(1000, abs=2)
+
+
+def test_the_resampling_rate_moves_odd_rates_by_a_hair_and_keeps_common_ones() -> None:
+    for common in (8_000, 11_025, 16_000, 22_050, 32_000, 44_100, 48_000, 88_200, 96_000, 192_000, 384_000):
+        assert audio.resample_rate(common) == common
+    for rate in range(audio.MIN_RATE, audio.MAX_RATE + 1, 997):  # a spread of odd rates across the range
+        r = audio.resample_rate(rate)
+        assert abs(r - rate) / rate <= 0.0026, (rate, r)
+        assert audio._filter_size(r, 16_000) <= audio.MAX_FILTER
+
+
+def test_ten_odd_rates_keep_the_filter_cache_small(tmp_path) -> None:
+    """Was: lru_cache(8) of filters, hundreds of MB each."""
+    files = {f"{i}.wav": encode(sine(500, 0.01, r), r) for i, r in
+             enumerate([16_001, 16_003, 22_051, 44_101, 44_103, 48_001, 96_001, 11_027, 32_003, 8_001])}
+    out = measured("""
+        for p in paths.values():
+            envnet.audio.load_audio(p)
+        out["cached_mb"] = envnet.audio._filters.nbytes / 2**20
+    """, tmp_path, **files)
+    assert out["cached_mb"] <= audio.FILTER_CACHE_BYTES / 2**20
+    assert out["seconds"] < 10 and out["peak_mb"] < 200, out
+
+
+@pytest.mark.parametrize("rate", [1, 500, 999, 400_000, 2_000_000_000])
+def test_absurd_rates_are_refused_from_the_header(rate: int, tmp_path, capsys) -> None:
+    data = bytearray(wav_bytes(sine(100, 0.01, 16_000), 16_000))
+    data[24:28] = rate.to_bytes(4, "little")  # the fmt chunk's sample rate
+    data[28:32] = (rate * 2).to_bytes(8, "little")[:4]  # byte rate, for decoders that check it
+    with pytest.raises(UnsupportedRateError, match="1,000 to 384,000 Hz"):
+        load_audio(bytes(data))
+    path = tmp_path / "rate.wav"
+    path.write_bytes(bytes(data))
+    code, err = cli(["predict", str(path)], capsys)
+    assert code == 3 and "sample rate" in err
+
+
+def test_an_allocation_failure_while_resampling_is_a_clear_error(monkeypatch) -> None:
+    def fail(*_):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(audio._filters, "get", fail)
+    with pytest.raises(AudioError, match="could not be resampled"):
+        load_audio(encode(sine(440, 0.1, 44_100), 44_100))
+
+
+def test_too_many_channels_are_refused_before_decoding() -> None:
+    data = wav_bytes(np.zeros((160, 64), np.float32), 16_000, "PCM_U8")
+    with pytest.raises(DecodeError, match="64 channels"):
+        load_audio(data)
+
+
+def test_many_channels_are_mixed_down_block_by_block(tmp_path) -> None:
+    """A 16-channel 60 s file would be 16 × 60 s of float32 (184 MB at 48 kHz) if decoded whole."""
+    x = np.zeros((60 * 48_000, 16), np.float32)
+    x[:, 0] = sine(440, 60.0, 48_000)
+    out = measured("""
+        wave = envnet.audio.load_audio(paths["wide.wav"])
+        out["samples"] = wave.numel()
+    """, tmp_path, **{"wide.wav": wav_bytes(x, 48_000, "PCM_U8")})
+    assert out["samples"] == 60 * 16_000
+    # The file's bytes (46 MB) and the mono result (15 MB at 48 kHz, 4 MB at 16 kHz) are all that is held.
+    assert out["peak_mb"] < 130, out
+
+
+# ---------------------------------------------------------------- model cards and weights
+
+
+def _card(classes: list[str], **extra) -> bytes:
+    return json.dumps({"architecture": {"arch": "envnet", **extra.pop("arch", {})}, "classes": classes,
+                       **extra}).encode()
+
+
+def test_fifty_thousand_classes_without_n_classes_are_refused_before_any_allocation(tmp_path, capsys) -> None:
+    """Was: a 739 kB card and a 36-byte weights file allocated 2 GB (33 GB with a million classes)."""
+    card = _card([f"c{i}" for i in range(50_000)])
+    weights = st_save({})
+    assert len(card) < 800_000 and len(weights) < 64
+    out = measured("""
+        try:
+            envnet.checkpoint.from_bytes(open(paths["w.safetensors"], "rb").read(), open(paths["w.json"], "rb").read())
+        except envnet.checkpoint.CheckpointError as e:
+            out["error"] = str(e)
+    """, tmp_path, **{"w.safetensors": weights, "w.json": card})
+    assert "at most 1,000" in out.get("error", ""), out
+    assert out["seconds"] < 3 and out["peak_mb"] < 50, out
+    code, err = cli(["predict", "--checkpoint", str(tmp_path / "w"), str(tmp_path / "w.json")], capsys)
+    assert code == 3 and "1,000" in err
+
+
+def test_wrong_shapes_in_the_header_are_refused_before_the_model_is_built(tmp_path) -> None:
+    """A full-width card with a tiny weights file: the header is checked against a meta-device model."""
+    card = _card(TINY_CLASSES, arch={"fc_width": 4096})
+    out = measured("""
+        try:
+            envnet.checkpoint.from_bytes(open(paths["w.safetensors"], "rb").read(), open(paths["w.json"], "rb").read())
+        except envnet.checkpoint.CheckpointError as e:
+            out["error"] = str(e)
+    """, tmp_path, **{"w.safetensors": state_bytes(tiny_model()), "w.json": card})
+    assert "shapes that do not fit" in out.get("error", ""), out
+    assert out["peak_mb"] < 60, out  # the real model would be 190 MB
+
+
+def test_integer_weights_are_refused() -> None:
+    """Was: int8 weights of 130 MB passed the size cap and became a 521 MB float32 model."""
+    model = tiny_model()
+    sd = {k: (v * 100).to(torch.int8) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="only float16, bfloat16 and float32"):
+        from_bytes(st_save(sd), make_card(model, TINY_CLASSES, "int8"))
+
+
+def test_bfloat16_weights_are_accepted() -> None:
+    model = tiny_model()
+    sd = {k: v.bfloat16() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    assert from_bytes(st_save(sd), make_card(model, TINY_CLASSES, "bf16")).classes == TINY_CLASSES
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("metrics", {"val_acc": "oops"}, "metrics.val_acc"),
+    ("metrics", {"train_acc": 7}, "between 0 and 1"),
+    ("metrics", [1, 2], "'metrics' must be an object"),
+    ("data", {"n_train": "many"}, "data.n_train"),
+    ("note", {"a": 1}, "'note' must be text"),
+    ("name", "Free prize ![x](http://x/p.png)", "not allowed"),
+    ("history", "lots", "history"),
+    ("targets", ["a"], "targets"),
+])
+def test_every_card_field_the_app_reads_is_type_checked(field: str, value, words: str) -> None:
+    card = json.loads(_card(TINY_CLASSES))
+    card[field] = value
+    with pytest.raises(CheckpointError, match=words.replace("(", r"\(").replace("[", r"\[")):
+        card_from_bytes(json.dumps(card))
+
+
+@pytest.mark.parametrize("classes, words", [
+    (["Free prize ![x](http://evil/pixel.png)", "b"], "not allowed"),
+    (["[claim here](https://evil/login)", "b"], "not allowed"),
+    (["<img src=x>", "b"], "not allowed"),
+    (["a" * 65, "b"], "at most 64"),
+    (["dog", "dog"], "same class name twice"),
+    (["line\nbreak", "b"], "not allowed"),
+    (["", "b"], "empty"),
+])
+def test_class_names_are_plain_and_short(classes: list[str], words: str) -> None:
+    with pytest.raises(CheckpointError, match=words):
+        card_from_bytes(_card(classes))
+
+
+def test_readable_class_names_pass() -> None:
+    names = ["dog", "crackling_fire", "Hand saw (old)", "café", "犬", "rock & roll", "AC/DC", "v1.2, loud"]
+    assert card_from_bytes(_card(names))["classes"] == names
+
+
+def test_a_deeply_nested_card_is_refused_not_a_crash() -> None:
+    """Was: RecursionError."""
+    deep = b'{"architecture": {}, "classes": ["a", "b"], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        card_from_bytes(deep)
+    shallow_but_deep = json.loads(_card(["a", "b"]))
+    shallow_but_deep["x"] = json.loads("[" * 50 + "]" * 50)
+    with pytest.raises(CheckpointError, match="nested too deeply"):
+        card_from_bytes(json.dumps(shallow_but_deep))
+
+
+def test_a_huge_card_is_refused_by_its_size() -> None:
+    """Was: a 40 MB card kept as 387 MB of Python objects."""
+    card = json.loads(_card(TINY_CLASSES))
+    card["note"] = "x" * 2000
+    card["padding"] = ["x" * 1000] * 2000
+    with pytest.raises(CheckpointError, match="the limit is 1 MB"):
+        card_from_bytes(json.dumps(card))
+
+
+# ---------------------------------------------------------------- names on disk
+
+
+def test_names_with_dots_do_not_collide() -> None:
+    """Was: paths() used with_suffix, so "envnet-esc10.v2" mapped onto the default's files."""
+    assert checkpoint.paths("envnet-esc10.v2") != checkpoint.paths("envnet-esc10")
+    assert checkpoint.paths("a.b") != checkpoint.paths("a.c")
+    assert checkpoint.paths("a.b.json")[0].name == "a.b.safetensors"
+    assert "." not in safe_name("envnet-esc10.v2") and "." not in safe_name("a.b")
+
+
+@pytest.mark.parametrize("name", ["envnet-esc10", "envnet-esc10-official", "ENVNET esc10", "envnet-esc10.v2"])
+def test_shipped_names_are_reserved(name: str) -> None:
+    with pytest.raises(CheckpointError, match="kept for the shipped models"):
+        checkpoint_stem(name)
+
+
+def test_exclusive_save_never_replaces_a_checkpoint(tmp_path) -> None:
+    stem = tmp_path / "mine"
+    first = tiny_model(seed=1)
+    checkpoint.save(stem, first, make_card(first, TINY_CLASSES, "mine"), exclusive=True)
+    before = [p.read_bytes() for p in checkpoint.paths(stem)]
+    other = tiny_model(seed=2)
+    with pytest.raises(CheckpointError, match="already exists"):
+        checkpoint.save(stem, other, make_card(other, TINY_CLASSES, "mine"), exclusive=True)
+    assert [p.read_bytes() for p in checkpoint.paths(stem)] == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.json", "mine.safetensors"]  # no temp files left
+
+
+def test_the_checkpoint_listing_is_cached_until_the_folder_changes(tmp_path, monkeypatch) -> None:
+    model = tiny_model()
+    checkpoint.save(tmp_path / "one", model, make_card(model, TINY_CLASSES, "one"))
+    assert [n for n, *_ in checkpoint.list_checkpoints(tmp_path)] == ["one"]
+    reads = []
+    real = checkpoint.card_from_bytes
+    monkeypatch.setattr(checkpoint, "card_from_bytes", lambda data: reads.append(1) or real(data))
+    for _ in range(5):
+        assert [n for n, *_ in checkpoint.list_checkpoints(tmp_path)] == ["one"]
+    assert reads == []
+    checkpoint.save(tmp_path / "two", model, make_card(model, TINY_CLASSES, "two"))
+    assert [n for n, *_ in checkpoint.list_checkpoints(tmp_path)] == ["one", "two"]
