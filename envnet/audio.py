@@ -267,8 +267,9 @@ _filters = _FilterCache(FILTER_CACHE_BYTES)
 
 
 def resampler(orig_sr: int, new_sr: int = SAMPLE_RATE) -> T.Resample:
-    """The one resampler (a cached windowed-sinc kernel); envnet.stream applies the same kernel block by block."""
-    return _resampler(orig_sr, new_sr)
+    """The one resampler (a cached windowed-sinc kernel) from resample_rate(orig_sr) to new_sr: its
+    orig_freq may differ from orig_sr by a hair. envnet.stream applies the same kernel block by block."""
+    return _filters.get(resample_rate(int(orig_sr), int(new_sr)), int(new_sr))
 
 
 def resample(wave: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> torch.Tensor:
@@ -279,7 +280,7 @@ def resample(wave: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> tor
         return wave
     try:
         with limits.heavy_work("this clip", AudioError), torch.no_grad():
-            return _filters.get(orig_sr, new_sr)(wave)
+            return resampler(orig_sr, new_sr)(wave)
     except (MemoryError, RuntimeError) as e:  # torch reports a failed allocation as a RuntimeError
         raise AudioError(f"the clip could not be resampled from {orig_sr:,} Hz on this server ({e})") from e
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from envnet.audio import resampler
+from envnet.audio import resample_rate, resampler
 from envnet.model import N_BANDS, N_FRAMES, POOL, SAMPLE_RATE, WINDOW, EnvNet
 from envnet.predict import Prediction, predict_spectrogram
 from envnet.spectra import MEL_PAD, N_FFT, learned_spectrogram, mel_frames
@@ -99,11 +99,11 @@ class StreamResampler:
         if orig_sr <= 0:
             raise ValueError(f"a sample rate must be positive, not {orig_sr}")
         self.orig_sr, self.new_sr = int(orig_sr), int(new_sr)
-        self._same = self.orig_sr == self.new_sr
+        self._same = resample_rate(self.orig_sr, self.new_sr) == self.new_sr
         if not self._same:
-            r = resampler(self.orig_sr, self.new_sr)
+            r = resampler(self.orig_sr, self.new_sr)  # from resample_rate(orig_sr): odd rates are rounded
             self._kernel = r.kernel.float()  # (new, 1, K)
-            self._stride = self.orig_sr // r.gcd
+            self._stride = r.orig_freq // r.gcd
             self._pending = np.zeros(r.width, np.float32)  # the batch path pads `width` zeros in front
             self._base = 0  # index of _pending[0] in the padded input
             self._block = 0  # the next block of `new` output samples
