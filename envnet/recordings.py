@@ -18,16 +18,19 @@ from envnet.data import Clip, Dataset
 from envnet.model import SAMPLE_RATE
 
 Examples = dict[str, list[tuple[str, torch.Tensor]]]  # class name → [(example name, 16 kHz wave)]
+# to_zip also takes a wave already encoded as WAV bytes (a page keeps them for its players): no second encode.
+SavedExamples = dict[str, list[tuple[str, "torch.Tensor | bytes"]]]
 
 MAX_FILES = 1000
 MAX_UNPACKED_BYTES = 1 << 30  # a zip that would unpack to more than 1 GiB is refused, not read
 MAX_TOTAL_SECONDS = 10 * 60  # decoded audio kept in memory per zip (and per session, see pages/train.py)
 
 
-def to_zip(examples: Examples) -> bytes:
-    """CLASS/NAME.wav for every example, 16-bit PCM at 16 kHz; names made unique within a class."""
+def to_zip(examples: SavedExamples) -> bytes:
+    """CLASS/NAME.wav for every example, 16-bit PCM at 16 kHz; names made unique within a class.
+    Stored, not deflated: PCM barely compresses, and deflating minutes of it kept visitors waiting."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         for cls, items in examples.items():
             folder = _safe_part(cls, "class")
             used: set[str] = set()
@@ -38,7 +41,7 @@ def to_zip(examples: Examples) -> bytes:
                     n += 1
                     unique = f"{stem}-{n}"
                 used.add(unique)
-                zf.writestr(f"{folder}/{unique}.wav", to_wav_bytes(wave))
+                zf.writestr(f"{folder}/{unique}.wav", wave if isinstance(wave, bytes) else to_wav_bytes(wave))
     return buf.getvalue()
 
 

@@ -25,6 +25,7 @@ from envnet import checkpoint
 from envnet.checkpoint import CHECKPOINT_DIR, Checkpoint
 from envnet.data import Dataset
 from envnet.model import EnvNet
+from envnet.progress import TimeLeft
 from envnet.spectra import FrequencyResponse, frequency_response
 from envnet.train import TrainConfig, Trainer
 
@@ -178,6 +179,7 @@ class TrainingJob:
         self.heartbeat_timeout = heartbeat_timeout
         self._lock = threading.Lock()
         self._state = RunState(epochs=config.epochs)
+        self._time_left = TimeLeft(config.epochs)
         self._last_beat = time.time()
         # A run writes its checkpoint to a private temp folder: nothing shared is overwritten, and the
         # model survives even if the browser that started the run is gone.
@@ -234,9 +236,13 @@ class TrainingJob:
             return 0.0
         return (self.ended_at or time.time()) - self.started_at
 
-    def eta(self, fraction: float) -> float | None:
-        """Seconds left, assuming the rest goes at the pace so far."""
-        return self.elapsed * (1 - fraction) / fraction if 0 < fraction < 1 and self.running else None
+    def eta(self) -> float | None:
+        """Seconds left at the measured pace of batches and of epoch ends (envnet.progress); None until the
+        first batch has been timed and once the run has ended."""
+        if not self.running:
+            return None
+        with self._lock:
+            return self._time_left.seconds_left(time.time())
 
     def heartbeat(self) -> None:
         self._last_beat = time.time()
@@ -260,8 +266,12 @@ class TrainingJob:
         with self._lock:
             s = self._state
             if kind == "start":
-                s.epochs = ev["epochs"]
+                s.epochs = self._time_left.epochs = ev["epochs"]
+            elif kind == "epoch_start":
+                s.epoch, s.batch, s.n_batches = ev["epoch"], 0, ev["n_batches"]
+                self._time_left.epoch_start(ev["epoch"], ev["n_batches"], time.time())
             elif kind == "batch":
+                self._time_left.batch_done(ev["epoch"], ev["batch"], ev["n_batches"], time.time())
                 s.epoch, s.batch, s.n_batches, s.elapsed = ev["epoch"], ev["batch"], ev["n_batches"], ev["elapsed"]
                 s.batch_losses.append((ev["epoch"] - 1 + ev["batch"] / ev["n_batches"], ev["loss"]))
                 if len(s.batch_losses) > MAX_BATCH_LOSSES:

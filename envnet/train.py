@@ -158,6 +158,7 @@ class Trainer:
             model.train()
             total_loss, total_correct, seen = 0.0, 0.0, 0
             n_batches = math.ceil(len(order) / per_rank_batch)
+            self.emit("epoch_start", epoch=epoch + 1, n_batches=n_batches)  # the page knows the batch count at once
             for b in range(n_batches):
                 if self._should_stop():
                     break

@@ -33,6 +33,7 @@ from pages._ui import ADDED, JOB, page_setup
 
 OWN = "own_classes"  # {class name: {"id": str, "clips": [{"id", "name", "wave", "wav" (its player's bytes)}]}}
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
+SAVED_ZIP = "own_saved_zip"  # (what it holds, zip bytes): "Save these examples" rebuilt only when they change
 _DOWNLOAD_LOCK = threading.Lock()  # one dataset download per server
 
 
@@ -126,13 +127,28 @@ def own_classes_editor() -> None:
     save_and_restore(classes)
 
 
+def saved_zip(classes: dict) -> bytes:
+    """The examples as a zip, built here in the page's run once per change and kept.
+
+    Not a deferred download callable: that ran on the server's download thread, iterating `classes` while a
+    rerun (an upload) added to it ("dictionary changed size during iteration"), and made visitors wait with
+    no sign of progress. The players' WAV bytes are reused, so this is copying, not encoding.
+    """
+    content = tuple((n, tuple(c["id"] for c in v["clips"])) for n, v in classes.items())
+    kept = st.session_state.get(SAVED_ZIP)
+    if kept is None or kept[0] != content:
+        with st.spinner("Packing your examples into a zip…"):
+            data = recordings.to_zip({n: [(c["name"], c.get("wav", c["wave"])) for c in v["clips"]] for n, v in classes.items()})
+        st.session_state[SAVED_ZIP] = kept = (content, data)
+    return kept[1]
+
+
 def save_and_restore(classes: dict) -> None:
     """A session's examples vanish with its tab: save them as a zip of class folders, load them back."""
     if any(cls["clips"] for cls in classes.values()):
         c1, c2 = st.columns(2)
         c1.download_button(
-            "Save these examples (.zip)", key="own_save",
-            data=lambda: recordings.to_zip({n: [(c["name"], c["wave"]) for c in v["clips"]] for n, v in classes.items()}),
+            "Save these examples (.zip)", key="own_save", data=saved_zip(classes),
             file_name="my-sounds.zip", mime="application/zip",
             help="One folder per class: load it here again later, or train on it with python -m envnet train.")
     else:
@@ -228,7 +244,9 @@ def choose_data() -> tuple[Dataset | None, Dataset | None]:
 
 def split_by_fold(root: str, subset: str | None) -> tuple[Dataset | None, Dataset | None]:
     try:
-        (read_esc50(root, subset) if subset else read_dataset(root))  # fail fast, before decoding
+        # Fail fast, before decoding. Assigned, not a bare expression: Streamlit's "magic" would write the
+        # Dataset object (server paths and all) onto the page.
+        _ = read_esc50(root, subset) if subset else read_dataset(root)
         with st.spinner("Decoding the clips (only the first time)…"):
             ds = cached_dataset(root, subset)
     except (OSError, ValueError) as e:
@@ -278,6 +296,17 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
+def progress_text(s, elapsed: float, left: float | None) -> str:
+    if s.batch:
+        where = f"Epoch {max(s.epoch, 1)} of {s.epochs}, batch {s.batch} of {s.n_batches}"
+    elif not s.history:  # the first batch comes after the filters are measured once: seconds on a busy CPU
+        where = f"Epoch 1 of {s.epochs}: getting ready (measuring the filters, preparing the first batch)"
+    else:
+        where = f"Epoch {s.epoch} of {s.epochs}: starting"
+    when = f"about {fmt_seconds(left)} left" if left is not None else "estimating the time left…"
+    return f"{where} · {fmt_seconds(elapsed)} so far · {when}"
+
+
 def finished(job: TrainingJob, state) -> None:
     ck = job.result
     if ck is None:
@@ -320,9 +349,7 @@ def live_view() -> None:
     job.heartbeat()
     s = job.snapshot()
     if s.status == "running":
-        text = (f"Epoch {max(s.epoch, 1)} of {s.epochs}, batch {s.batch}/{s.n_batches or '…'} · "
-                f"{fmt_seconds(job.elapsed)} so far · about {fmt_seconds(job.eta(s.fraction))} left")
-        st.progress(s.fraction, text=text)
+        st.progress(s.fraction, text=progress_text(s, job.elapsed, job.eta()))
         st.button("Stop training", key="train_stop", on_click=job.stop, type="primary")
         st.caption("Closing this tab does not lose your model: this page's address (bookmark it) brings the run "
                    f"back. Without a page watching, the run stops after {HEARTBEAT_TIMEOUT:.0f} s and keeps what "

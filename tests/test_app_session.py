@@ -75,7 +75,7 @@ def test_training_job_runs_releases_the_slot_and_reports_events(tmp_path):
     assert s.status == "done" and slot.owner is None
     spent = job.elapsed
     time.sleep(0.05)
-    assert 0 < spent == job.elapsed and job.eta(1.0) is None  # the clock stops when the run does
+    assert 0 < spent == job.elapsed and job.eta() is None  # the clock stops when the run does
     assert [h["epoch"] for h in s.history] == [1, 2]
     assert [e for e, _ in s.snapshots] == [0, 1, 2]  # the initial filters, then one snapshot per epoch
     assert s.latest is not None and s.latest.response.shape[0] == 40

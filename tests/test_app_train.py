@@ -3,9 +3,11 @@ picker and on Classify; one training per server; Stop keeps the model."""
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -236,3 +238,53 @@ def test_a_session_holds_a_bounded_amount_of_examples(train_page, monkeypatch):
     assert not at.exception
     assert counts(at) == ["a: 2 examples"]
     assert any("not added: this session already holds 2.5 seconds" in w.value for w in at.warning)
+
+
+def magic_writes(path: Path) -> list[int]:
+    """Lines that Streamlit's "magic" would write onto the page (bare expressions that are not calls)."""
+    from streamlit.runtime.scriptrunner.magic import MAGIC_MODULE_NAME, add_magic
+
+    tree = add_magic(path.read_text(), str(path))
+    return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+            and isinstance(n.func.value, ast.Name) and n.func.value.id == MAGIC_MODULE_NAME]
+
+
+def test_no_page_has_a_bare_expression_that_streamlit_would_write():
+    root = Path(APP).parent
+    for path in [root / "app.py", *sorted((root / "pages").glob("*.py"))]:
+        assert not magic_writes(path), f"{path.name} lines {magic_writes(path)} would be written onto the page"
+
+
+def test_choosing_a_folder_of_classes_shows_no_python_object(train_page, tmp_path):
+    """A bare expression in split_by_fold once dumped the Dataset (server paths, "No docs available")."""
+    for cls, freq in (("low", 200), ("high", 3000)):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            (tmp_path / cls / f"{i}.wav").write_bytes(wav(freq * (1 + 0.1 * i)))
+    at = train_page
+    at.radio(key="train_source").set_value("A folder on the server").run()
+    at.text_input(key="train_folder").set_value(str(tmp_path)).run()
+    assert not at.exception and not at.error
+    assert any("4 clips, 2 classes" in c.value for c in at.caption)  # the folder was read
+    assert not at.main.get("help") and not at.main.json  # and nothing of the object was written (st.help)
+
+
+def test_save_these_examples_is_built_in_the_page_once_per_change(train_page, monkeypatch):
+    """The zip used to be a deferred callable, run on the server's download thread while a rerun changed the
+    classes: "dictionary changed size during iteration", or no download at all."""
+    built = []
+    real = recordings.to_zip
+    monkeypatch.setattr(recordings, "to_zip", lambda ex: built.append(ex) or real(ex))
+    at = train_page
+    add_own_classes(at)
+    save = next(b for b in at.get("download_button") if b.proto.label == "Save these examples (.zip)")
+    assert not save.proto.deferred_file_id  # bytes made in the page's run, not later on another thread
+    n = len(built)
+    at.run()
+    at.run()
+    assert len(built) == n  # nothing changed: the same zip is served again
+    by_label(at.file_uploader, "Add examples to “low”").set_value(("low9.wav", wav(260), "audio/wav")).run()
+    assert len(built) == n + 1
+    assert [name for name, _ in built[-1]["low"]] == ["low0.wav", "low1.wav", "low2.wav", "low9.wav"]
+    loaded, problems = recordings.from_zip(real(built[-1]))
+    assert not problems and {k: len(v) for k, v in loaded.items()} == {"low": 4, "high": 3}

@@ -71,15 +71,16 @@ def test_events_in_order_with_their_keys(tmp_path, monkeypatch):
     t.config.eval_every = 2
     t.run()
     kinds = [e["kind"] for e in events]
-    assert kinds == ["start", "filters", "batch", "batch", "epoch", "batch", "batch", "epoch", "filters",
-                     "checkpoint", "end"]
+    assert kinds == ["start", "filters", "epoch_start", "batch", "batch", "epoch", "epoch_start", "batch", "batch",
+                     "epoch", "filters", "checkpoint", "end"]
     start, end = events[0], events[-1]
     assert start["epochs"] == 2 and start["n_train"] == 6 and start["n_val"] == 3 and start["classes"] == CLASSES
     assert start["start_epoch"] == 0 and start["config"]["batch_size"] == 3
-    batch = events[2]
+    assert (events[2]["epoch"], events[2]["n_batches"]) == (1, 2)  # epoch_start: the batch count before any batch
+    batch = events[3]
     assert {"epoch", "batch", "n_batches", "loss", "lr", "elapsed"} <= batch.keys()
     assert (batch["epoch"], batch["batch"], batch["n_batches"]) == (1, 1, 2)
-    first, second = events[4], events[7]
+    first, second = events[5], events[9]
     assert {"epoch", "lr", "train_loss", "train_acc", "seconds", "epochs", "elapsed"} <= first.keys()
     assert "val_acc" not in first and {"val_acc", "val_loss"} <= second.keys()  # evaluated every 2nd epoch
     assert 0 <= second["val_acc"] <= 1
