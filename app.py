@@ -3,7 +3,7 @@
 Sidebar (on every page), widget labels:
   selectbox "Model"; expander "Model card"; expander "Use your own model file" with file uploaders
   "Weights (.safetensors)" and "Model card (.json)" and button "Add this model".
-Pages: Classify, Train, Filters, How it works.
+Pages: Classify, Live, Train, Filters, How it works.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ render_sidebar()
 
 pages = [
     st.Page("pages/classify.py", title="Classify", icon=":material/hearing:", default=True),
+    st.Page("pages/live.py", title="Live", icon=":material/mic:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/filters.py", title="Filters", icon=":material/tune:"),
     st.Page("pages/how_it_works.py", title="How it works", icon=":material/school:"),

@@ -19,6 +19,7 @@ calls `LiveStream.update` from its own.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import threading
@@ -157,6 +158,19 @@ class SpectrogramStream:
         return learned.numpy(), mel.numpy()
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Run a stream's small tensor ops on the calling thread alone. With OpenMP the setting is per thread,
+    so the rest of the server keeps its threads. Measured under load (benchmarks/README.md): one update
+    takes ~16 ms on one thread, but ~350 ms when two threads spin against other work on two busy cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 @dataclass
 class LiveView:
     """What the page draws after one update."""
@@ -250,7 +264,7 @@ class LiveStream:
 
     def update(self) -> LiveView:
         """Take the queued audio, compute its new columns, and classify the newest 1.5 s window."""
-        with self._work:
+        with self._work, _one_thread():
             with self._lock:
                 chunks, self._queue = list(self._queue), collections.deque()
                 self._queued_seconds = 0.0
@@ -258,17 +272,21 @@ class LiveStream:
                 dropped = self._dropped
             if gap:  # audio was dropped: start a fresh recording rather than splice across the hole
                 self.reset()
-            for x, sr, arrived in chunks:
+            # One pass per run of equal rates, not per 20 ms frame: a handful of torch calls per update.
+            while chunks:
+                sr = chunks[0][1]
+                n = next((i for i, c in enumerate(chunks) if c[1] != sr), len(chunks))
+                run, chunks = chunks[:n], chunks[n:]
                 if self._resampler is None or self._resampler.orig_sr != sr:
                     if self._resampler is not None:  # the browser changed rates: a new recording
                         self.reset()
                     self._resampler = StreamResampler(sr)
-                x16 = self._resampler(x)
+                x16 = self._resampler(np.concatenate([c[0] for c in run]))
                 self.wave.extend(x16)
                 learned, mel = self._spec.push(x16)
                 self.learned.extend(learned)
                 self.mel.extend(mel)
-                self._arrived = arrived
+                self._arrived = run[-1][2]
             frames = self._spec.frames
             if frames >= N_FRAMES and frames != self._predicted_at:
                 spec = torch.from_numpy(self.learned.last(N_FRAMES))

@@ -1,0 +1,188 @@
+"""Live microphone: EnvNet's learned spectrogram and a mel spectrogram scrolling as it listens.
+
+Widgets: the WebRTC player (its buttons "Start" / "Stop"); toggle "Order learned filters by centre frequency"
+(key live_sort); number input "Top classes to show" (key live_topk); button "Capture the last 1.5 s for
+Classify" (key live_capture). Figures: "Learned spectrogram, live" beside "Mel spectrogram, live"; "Top classes".
+
+The streaming itself is envnet/stream.py; this page only wires the browser's microphone to it and draws.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import streamlit as st
+
+from envnet import plots
+from envnet.model import SAMPLE_RATE, WINDOW
+from envnet.session import cached_frequency_response
+from envnet.stream import STREAMS, LiveStream, rtc_configuration
+from pages._ui import current_checkpoint, model_key_of, page_setup
+
+KEY = "live_mic"  # streamlit-webrtc keeps its context under this key in session_state
+STREAM = "live_stream"  # this session's LiveStream: private to the browser tab
+OWNER = "live_owner"  # this session's name in the server-wide stream cap
+MODEL = "live_model"  # which model the stream was built for
+STARTED = "live_started"  # time.time() when the current stream started (None when stopped)
+CLIP = "classify_clip"  # Classify's clip: {"id", "name", "wave"} (pages/classify.py)
+UPDATE_EVERY = 0.25  # seconds: the maps and the verdict refresh four times a second
+NO_AUDIO_AFTER = 8.0  # seconds playing without audio before the page says the connection failed
+RECORD_HINT = ("**Classify → Record** always works: it records in the browser and sends the clip as a file, "
+               "without a live connection.")
+
+
+def connection_trouble() -> None:
+    st.warning("The live connection could not be made: the browser's audio is not reaching the server. "
+               "A network that blocks WebRTC (many school and company networks do) needs a TURN server: the "
+               "app's README explains how to set one (ENVNET_ICE_SERVERS). " + RECORD_HINT)
+    st.page_link("pages/classify.py", label="Go to Classify", icon=":material/hearing:")
+
+
+def stream_for(ck) -> LiveStream:
+    """This session's stream, following the sidebar's model (including one trained a minute ago)."""
+    live: LiveStream | None = st.session_state.get(STREAM)
+    key = model_key_of(ck)
+    if live is None:
+        live = st.session_state[STREAM] = LiveStream(ck.model, ck.classes)
+    elif st.session_state.get(MODEL) != key:
+        live.set_model(ck.model, ck.classes)
+    st.session_state[MODEL] = key
+    return live
+
+
+def verdict_text(pred) -> str:
+    verdict = getattr(pred, "verdict", None)  # the calibrated answer (class / unsure / silence), when the model has one
+    if verdict is not None:
+        return verdict.text
+    best, p = pred.top(1)[0]
+    return f"Best guess: {best} ({p:.0%})"
+
+
+def capture(live: LiveStream) -> None:
+    wave = live.capture()
+    if wave.numel() < SAMPLE_RATE // 10:
+        st.session_state["live_flash"] = "Nothing to capture yet: press Start and make a sound first."
+        return
+    STREAMS.release(st.session_state[OWNER])
+    stamp = time.strftime("%H:%M:%S")
+    st.session_state[CLIP] = {"id": f"live:{uuid.uuid4().hex[:8]}", "name": f"live capture {stamp}", "wave": wave}
+    st.switch_page("pages/classify.py")
+
+
+page_setup()
+st.header("Live microphone")
+st.caption("Press Start and make a sound: the 40 filters EnvNet learned and a 40-band mel spectrogram scroll by "
+           "as it listens, and its answer for the last 1.5 s updates four times a second.")
+ck = current_checkpoint()
+if ck is None:
+    st.stop()
+
+try:
+    from streamlit_webrtc import WebRtcMode, create_audio_sink_track, webrtc_streamer
+except ImportError:
+    st.error("The live microphone needs the streamlit-webrtc package, which is not installed on this server "
+             "(pip install -r requirements.txt). " + RECORD_HINT)
+    st.stop()
+
+try:
+    rtc = rtc_configuration()
+except ValueError as e:
+    st.warning(f"The server's WebRTC settings are not usable ({e}); trying without ICE servers, which works only "
+               "when the browser and the server share a network.")
+    rtc = {"iceServers": []}
+
+owner = st.session_state.setdefault(OWNER, uuid.uuid4().hex)
+live = stream_for(ck)
+previous = st.session_state.get(KEY)  # streamlit-webrtc's context: its state is current before the widget draws
+playing = bool(previous is not None and previous.state.playing)
+signalling = bool(previous is not None and previous.state.signalling)
+if playing:
+    allowed = STREAMS.acquire(owner)
+else:
+    STREAMS.release(owner)
+    allowed = not STREAMS.full_for(owner)
+
+if not allowed and not playing:
+    st.warning(f"All {STREAMS.limit} live microphones on this server are in use by other visitors right now, and "
+               "each one takes a share of the server's processor. Try again in a minute: a microphone is freed as "
+               "soon as its visitor presses Stop or closes the tab. " + RECORD_HINT)
+    st.button("Try again", key="live_retry")
+    st.page_link("pages/classify.py", label="Go to Classify", icon=":material/hearing:")
+    st.stop()
+
+
+def on_frame(frame) -> None:
+    """Runs on the WebRTC thread for every 20 ms of audio: queue it, nothing more."""
+    live.push_frame(frame.to_ndarray(), frame.sample_rate, len(frame.layout.channels), frame.format.is_planar)
+
+
+ctx = webrtc_streamer(
+    key=KEY,
+    mode=WebRtcMode.SENDONLY,
+    rtc_configuration=rtc,
+    media_stream_constraints={"audio": True, "video": False},
+    sink_audio_track=create_audio_sink_track(on_frame, key=f"{KEY}_sink"),
+    desired_playing_state=False if (playing and not allowed) else None,
+    translations={"start": "Start", "stop": "Stop", "select_device": "Microphone"},
+)
+if playing and not allowed:
+    st.warning(f"All {STREAMS.limit} live microphones on this server are in use; this one was stopped. "
+               "Try again in a minute. " + RECORD_HINT)
+
+now_playing = ctx.state.playing
+if now_playing and st.session_state.get(STARTED) is None:
+    live.reset()  # a new recording: the maps start empty
+    st.session_state[STARTED] = time.time()
+elif not now_playing and not ctx.state.signalling:
+    st.session_state[STARTED] = None
+if ctx.state.signalling and not now_playing:
+    st.session_state.setdefault("live_signalling_since", time.time())
+    if time.time() - st.session_state["live_signalling_since"] > NO_AUDIO_AFTER:
+        connection_trouble()
+else:
+    st.session_state.pop("live_signalling_since", None)
+if not now_playing:
+    st.caption("Your browser will ask to use the microphone. Nothing is recorded or kept on the server: it sees "
+               "only the last few seconds, and only while the stream runs. Nothing happening after Start? "
+               + RECORD_HINT)
+
+c1, c2, c3 = st.columns([2, 1, 2], vertical_alignment="bottom")
+sort = c1.toggle("Order learned filters by centre frequency", value=True, key="live_sort",
+                 help="Stack the learned filters from low to high frequency so the map reads like a spectrogram.")
+k = c2.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="live_topk")
+if c3.button("Capture the last 1.5 s for Classify", key="live_capture", icon=":material/photo_camera:",
+             help="Freeze what you just heard and open it on the Classify page, with every detail there."):
+    capture(live)
+if "live_flash" in st.session_state:
+    st.info(st.session_state.pop("live_flash"))
+order = cached_frequency_response(ck.model).order if sort else None
+
+
+@st.fragment(run_every=UPDATE_EVERY if now_playing else None)
+def show() -> None:
+    view = live.update()
+    if now_playing:
+        STREAMS.acquire(owner)  # renew the lease: a stream nobody draws any more is taken back
+        started = st.session_state.get(STARTED) or time.time()
+        if view.seconds == 0 and time.time() - started > NO_AUDIO_AFTER:
+            connection_trouble()
+    fig = plots.live_maps(view.learned, view.mel, first_frame=view.first_frame, order=order,
+                          meta={"arrived": view.arrived, "drawn": time.time(), "seconds": view.seconds})
+    st.plotly_chart(fig, width="stretch", theme=None, key="live_maps")
+    left, right = st.columns([3, 2])
+    if view.prediction is not None:
+        right.markdown(f"**{verdict_text(view.prediction)}**")
+        right.plotly_chart(plots.topk_figure(view.prediction.top(int(k))), width="stretch", theme=None,
+                           key="live_top")
+    elif now_playing:
+        right.info(f"Listening… the first answer comes after {WINDOW / SAMPLE_RATE:.1f} s of sound.")
+    if view.seconds:
+        left.caption(f"{view.seconds:.1f} s heard · input level {view.level_db:.0f} dBFS"
+                     + (f" · {view.dropped_seconds:.1f} s dropped (the server fell behind)"
+                        if view.dropped_seconds else ""))
+    elif not now_playing:
+        left.info("Press Start above to listen.")
+
+
+show()
