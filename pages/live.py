@@ -178,7 +178,8 @@ def show() -> None:
     elif now_playing:
         right.info(f"Listening… the first answer comes after {WINDOW / SAMPLE_RATE:.1f} s of sound.")
     if view.seconds:
-        left.caption(f"{view.seconds:.1f} s heard · input level {view.level_db:.0f} dBFS"
+        level = "silent" if view.level_db < -90 else f"input level {view.level_db:.0f} dBFS"
+        left.caption(f"{view.seconds:.1f} s heard · {level}"
                      + (f" · {view.dropped_seconds:.1f} s dropped (the server fell behind)"
                         if view.dropped_seconds else ""))
     elif not now_playing:

@@ -205,3 +205,27 @@ def test_no_figure_uses_a_colour_that_streamlit_rewrites(model):
         spec["layout"].pop("template", None)  # Streamlit's own template uses those colours on purpose
         rewritten = re.findall(r"#0000\d\d\b", json.dumps(spec, cls=PlotlyJSONEncoder), flags=re.IGNORECASE)
         assert not rewritten, (fig.layout.title.text, rewritten)
+
+
+def test_live_maps_scroll_over_the_last_seconds_in_bytes() -> None:
+    from envnet.plots import LIVE_LEARNED_TITLE, LIVE_MEL_TITLE, live_maps
+
+    learned = np.tile(np.arange(40, dtype=np.float32)[:, None], (1, 300))  # row r has activation r
+    mel = np.full((40, 300), -20.0, np.float32)
+    mel[:, -1] = 10.0
+    fig = live_maps(learned, mel, first_frame=1000, order=np.arange(40)[::-1], meta={"arrived": 1.5})
+    lz, mz = (np.asarray(t.z) for t in fig.data)
+    assert lz.dtype == np.uint8 and lz.shape == mz.shape == (40, 300)
+    assert lz[0, 0] == 255 and lz[-1, 0] == 0  # re-stacked by `order`, scaled to the map's own peak
+    assert mz[0, -1] == 255 and mz[0, 0] == round(50 / 80 * 255)  # 30 dB below the peak of an 80 dB range
+    bar = fig.data[0].colorbar
+    assert bar.ticktext[0] == "0" and bar.ticktext[-1] == "39"  # the colour bar speaks activations, not bytes
+    x_end = (1299 * 160 + 87) / 16000
+    assert fig.layout.xaxis.range == (pytest.approx(x_end - 6), pytest.approx(x_end))
+    assert fig.data[0].x0 == pytest.approx((1000 * 160 + 87) / 16000)
+    assert [a.text for a in fig.layout.annotations] == [LIVE_LEARNED_TITLE, LIVE_MEL_TITLE]
+    assert fig.layout.meta == {"arrived": 1.5}
+    empty = live_maps(np.zeros((40, 0)), np.zeros((40, 0)))
+    assert np.asarray(empty.data[0].z).shape == (40, 0)
+    with pytest.raises(ValueError, match="same number of columns"):
+        live_maps(learned, mel[:, :10])
