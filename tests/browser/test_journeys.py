@@ -73,7 +73,7 @@ def test_open_app_shows_default_model_and_its_classes(page, server, default_mode
     assert f"{len(default_model.classes)} classes" in card.inner_text()
     # The other pages are one click away.
     nav = sidebar.get_by_test_id("stSidebarNav").inner_text()
-    for title in ("Classify", "Train", "Filters", "How it works"):
+    for title in ("Classify", "Live", "Train", "Filters", "How it works"):
         assert title in nav
     pw.assert_no_errors(page)
 
@@ -259,7 +259,7 @@ def test_a_deep_link_as_a_fresh_servers_first_request_gets_the_apps_navigation(b
         pw.main(page).get_by_role("heading", name="Train your own EnvNet").wait_for()
         pw.wait_idle(page)
         links = [text.split("\n")[-1] for text in page.get_by_test_id("stSidebarNav").get_by_role("link").all_inner_texts()]
-        assert links == ["Classify", "Train", "Filters", "How it works"], links
+        assert links == ["Classify", "Live", "Train", "Filters", "How it works"], links
         assert page.get_by_test_id("stSidebar").get_by_text("no longer on this server").count() == 1
         pw.assert_no_errors(page)
     except Exception:
