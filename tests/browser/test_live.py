@@ -1,0 +1,112 @@
+"""The Live page in a real Chromium with a fake microphone: press Start, watch both maps scroll and a
+prediction appear within 10 s, then Capture the last 1.5 s into Classify.
+
+Chromium plays a WAV file as its microphone (--use-file-for-fake-audio-capture), in a loop, to the app over
+WebRTC on loopback (no ICE servers needed). The file is a real ESC-10 clip from ../shared when present,
+converted to WAV in a temporary folder (no audio is committed), else a generated one.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from envnet.plots import LIVE_LEARNED_TITLE
+
+from . import pw
+from .browser_support import ROOT, launch, new_context
+from .conftest import save_failure
+
+SHARED_CLIPS = ROOT.parent / "shared" / "data" / "esc10" / "audio"
+WEBRTC_FRAME = 'iframe[title="streamlit_webrtc.component.webrtc_streamer"]'
+FAKE_MIC = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+
+def microphone_wav(folder: Path) -> tuple[Path, str]:
+    """A 48 kHz 16-bit WAV for Chromium's fake microphone, and what it is."""
+    from envnet.audio import load_audio, resample
+
+    dogs = sorted(SHARED_CLIPS.glob("*-0.ogg")) if SHARED_CLIPS.is_dir() else []  # ESC-50 target 0: dog
+    if dogs:
+        wave = resample(load_audio(dogs[0]), 16_000, 48_000).numpy()
+        what = f"ESC-10 clip {dogs[0].name}"
+    else:
+        rng = np.random.default_rng(0)
+        t = np.arange(3 * 48_000) / 48_000
+        wave = 0.3 * np.sin(2 * np.pi * 600 * t) * (np.sin(2 * np.pi * 2 * t) > 0)  # a beeping tone
+        wave += 0.05 * rng.standard_normal(t.size)
+        what = "a generated beeping tone"
+    path = folder / "microphone.wav"
+    sf.write(path, np.clip(wave, -1, 1), 48_000, subtype="PCM_16")
+    return path, what
+
+
+def map_columns(fig: dict | None) -> int:
+    if fig is None:
+        return 0
+    return fig["traces"][0].get("z_shape", [0, 0])[1]
+
+
+def wait_for(page, what: str, check, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        page.wait_for_timeout(200)
+    raise AssertionError(f"{what} did not happen within {timeout_s:.0f} s")
+
+
+@pytest.fixture
+def mic_page(playwright_instance, server, tmp_path, request):
+    wav, what = microphone_wav(tmp_path)
+    browser = launch(playwright_instance, FAKE_MIC + [f"--use-file-for-fake-audio-capture={wav}"])
+    context = new_context(browser, permissions=["microphone"])
+    page = context.new_page()
+    page.fake_microphone = what
+    yield page
+    save_failure(request, page, server)
+    browser.close()
+
+
+def test_live_microphone_scrolls_both_maps_and_answers_within_10_s(mic_page, server) -> None:
+    page = mic_page
+    pw.open_app(page, server.url, "live")
+    pw.main(page).get_by_role("heading", name="Live microphone").wait_for()
+    pw.wait_idle(page)
+    assert map_columns(pw.find_plot(page, LIVE_LEARNED_TITLE)) == 0  # nothing heard before Start
+    start = page.frame_locator(WEBRTC_FRAME).get_by_role("button", name="Start")
+    start.wait_for()
+
+    start.click()
+    t0 = time.monotonic()
+    first = wait_for(page, "the maps filling", lambda: map_columns(f := pw.find_plot(page, LIVE_LEARNED_TITLE)) > 0
+                     and f, 10)
+    later = wait_for(page, "the maps scrolling on",
+                     lambda: map_columns(f := pw.find_plot(page, LIVE_LEARNED_TITLE)) > map_columns(first) and f, 10)
+    top = wait_for(page, "a prediction", lambda: pw.find_plot(page, "Top classes"), 10)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 10, f"maps and a prediction took {elapsed:.1f} s (fake microphone: {page.fake_microphone})"
+    # Both maps carry the same frames: 40 rows each, the same number of columns.
+    shapes = [t["z_shape"] for t in later["traces"] if t["type"] == "heatmap"]
+    assert len(shapes) == 2 and shapes[0][0] == shapes[1][0] == 40 and shapes[0][1] == shapes[1][1]
+    bars = top["traces"][0]
+    assert len(bars["y"]) == 5 and all(0 <= p <= 1 for p in bars["x"])
+    pw.main(page).get_by_text(" s heard").wait_for()
+    # The prediction keeps updating while the sound plays (the fake microphone loops its file).
+    wait_for(page, "the answer updating", lambda: (f := pw.find_plot(page, "Top classes")) and f != top, 10)
+    pw.assert_no_errors(page)
+
+    # Capture: the last 1.5 s opens on Classify, analysed like any clip.
+    pw.main(page).get_by_role("button", name="Capture the last 1.5 s for Classify").click()
+    pw.main(page).get_by_role("heading", name="Classify a sound").wait_for()
+    pw.main(page).get_by_text(re.compile(r"live capture [0-9:]+” — 1\.50 s")).wait_for()
+    fig = pw.wait_plot(page, "Learned spectrogram (40 × 150)")
+    assert [t["z_shape"] for t in fig["traces"] if t["type"] == "heatmap"] == [[40, 150], [40, 150]]
+    page.get_by_text("Best guess:").wait_for()
+    pw.assert_no_errors(page)
