@@ -119,12 +119,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         np.save(out / "learned.npy", learned.astype(np.float32))
         np.save(out / "mel.npy", mel.astype(np.float32))
-        fig = plots.spectrogram_pair(torch.from_numpy(learned[shown]), torch.from_numpy(mel[shown]),
-                                     start_sample=max(starts[shown], 0), order=order)
+        figs = plots.spectrogram_pair(torch.from_numpy(learned[shown]), torch.from_numpy(mel[shown]),
+                                      start_sample=max(starts[shown], 0), order=order)
         start_s = starts[shown] / SAMPLE_RATE
-        fig.update_layout(title=f"{Path(args.file).name}: window {shown + 1} of {len(starts)}, "
-                                f"from {start_s:.2f} s ({ckpt.name})")
-        fig.write_html(out / "spectrograms.html", include_plotlyjs=True)
+        heading = (f"{Path(args.file).name}: window {shown + 1} of {len(starts)}, from {start_s:.2f} s "
+                   f"({ckpt.name})")
+        (out / "spectrograms.html").write_text(plots.figures_html(figs, heading), encoding="utf-8")
     except OSError as e:
         print(f"envnet: cannot write to {out}: {e.strerror or e}", file=sys.stderr)
         return 1

@@ -6,16 +6,16 @@ Time axes are in seconds, frequency axes in Hz (log scale), filter/band axes are
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 import numpy as np
 import plotly.colors
 import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 
 from envnet.model import N_FRAMES, POOL, SAMPLE_RATE, WINDOW
-from envnet.spectra import FrequencyResponse
+from envnet.spectra import FrequencyResponse, mel_band_centres
 
 # Learned frame i summarises input samples 160 i … 160 i + 173: its centre is 160 i + 87 (see spectra.py).
 FRAME_CENTRE = 87
@@ -26,6 +26,51 @@ MAX_WAVE_POINTS = 4000  # a browser draws 4,000 points instantly; a 60 s clip ha
 # even with theme=None, and Magma starts at #000004: the quietest cells came out lavender. One shade off
 # keeps them black.
 MAGMA = [c if c != "#000004" else "#010005" for c in plotly.colors.sequential.Magma]
+# The learned map in dB relative to its loudest cell: one bright spot no longer washes out the rest, and the
+# scale reads like the mel spectrogram's. Silent cells (the ReLU's zeros) sit at the floor.
+LEARNED_FLOOR_DB = -60.0
+# Each figure stands alone (pages put related ones in columns, which stack on a phone). The title sits just
+# above the plot, below the top-right toolbar's row, so the toolbar never covers it; legends go underneath.
+TOP_MARGIN = 64
+# Passed to st.plotly_chart by the pages: a short toolbar, no plotly logo.
+CHART_CONFIG = {"displaylogo": False,
+                "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"]}
+
+
+def _layout(fig: go.Figure, title: str, height: int, *, left: int = 55, bottom: int = 45, legend: bool = False,
+            right: int = 20) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0, "xref": "container", "xanchor": "left", "y": 1, "yref": "paper",
+               "yanchor": "bottom", "pad": {"b": 12, "l": 8}, "font": {"size": 15}},
+        height=height, margin={"l": left, "r": right, "t": TOP_MARGIN, "b": bottom}, showlegend=legend,
+    )
+    if legend:  # underneath, in rows: a legend beside a plot takes half a phone's width
+        fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.22, "yanchor": "top"})
+    return fig
+
+
+def hz_label(f: float) -> str:
+    """A tick label: 95, 440, 1.2k, 7.5k (the axis title says Hz)."""
+    if not np.isfinite(f):
+        return "–"
+    return f"{f:.0f}" if f < 1000 else f"{f / 1000:.1f}k".replace(".0k", "k")
+
+
+def figures_html(figs: Sequence[go.Figure], heading: str = "") -> str:
+    """A standalone HTML page with the figures side by side, wrapping one under the other on a narrow
+    screen (what `python -m envnet inspect` writes)."""
+    divs = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
+    cells = "".join(f'<div style="flex:1 1 420px;min-width:0">{d}</div>' for d in divs)
+    title = html.escape(heading)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'></head>"
+            f"<body style='font-family:sans-serif'><h3>{title}</h3>"
+            f"<div style='display:flex;flex-wrap:wrap;gap:8px'>{cells}</div></body></html>")
+
+
+def _hz_ticks(centres: np.ndarray, every: int = 5) -> dict:
+    rows = sorted({*range(0, len(centres), every), len(centres) - 1})
+    return {"tickmode": "array", "tickvals": rows, "ticktext": [hz_label(centres[r]) for r in rows]}
 
 
 def _np(x) -> np.ndarray:
@@ -67,7 +112,7 @@ def waveform_figure(
             x0=s / sr, x1=(s + window) / sr, line_width=2 if chosen else 0, line_color="crimson",
             fillcolor="crimson" if chosen else "royalblue", opacity=0.25 if chosen else 0.07, layer="below",
         )
-    fig.update_layout(title=title, height=230, margin={"l": 50, "r": 20, "t": 40, "b": 40}, showlegend=False)
+    _layout(fig, title, 250, left=50)
     fig.update_xaxes(title_text="time (s)")
     fig.update_yaxes(title_text="amplitude", range=[-1.05, 1.05])
     return fig
@@ -79,7 +124,7 @@ def topk_figure(top: Sequence[tuple[str, float]], title: str = "Top classes") ->
     probs = [p for _, p in top][::-1]
     fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", text=[f"{p:.1%}" for p in probs],
                            textposition="auto", hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    fig.update_layout(title=title, height=max(180, 45 * len(top) + 60), margin={"l": 10, "r": 20, "t": 40, "b": 40})
+    _layout(fig, title, max(200, 45 * len(top) + 90), left=10)
     fig.update_xaxes(title_text="probability", range=[0, 1], tickformat=".0%")
     fig.update_yaxes(automargin=True)  # class names are the labels: never clip them
     return fig
@@ -102,83 +147,113 @@ def timeline_figure(
         ))
     if selected is not None and 0 <= selected < len(centres):
         fig.add_vline(x=centres[selected], line_dash="dash", line_color="crimson")
-    fig.update_layout(title="Class probabilities over time", height=300,
-                      margin={"l": 50, "r": 20, "t": 40, "b": 40}, clickmode="event+select")
+    _layout(fig, "Class probabilities over time", 360, left=50, bottom=100, legend=True)
+    fig.update_layout(clickmode="event+select")
     fig.update_xaxes(title_text="window centre (s)")
     fig.update_yaxes(title_text="probability", range=[0, 1], tickformat=".0%")
     return fig
 
 
-def spectrogram_pair(
-    learned, mel, *, start_sample: int = 0, order: Sequence[int] | None = None,
-    learned_title: str = LEARNED_TITLE, mel_title: str = MEL_TITLE,
-) -> go.Figure:
-    """The learned 40 × 150 map beside the 40 × 150 mel spectrogram on one shared time axis (seconds).
+def activation_db(activation, floor_db: float = LEARNED_FLOOR_DB) -> np.ndarray:
+    """20·log10(activation / the loudest activation), never below floor_db: the learned map's colour scale.
+    20·log10, as for an amplitude: the filters' outputs are amplitudes, and the mel's 10·log10 of power is
+    the same decibel. Zeros (the ReLU's silence) and an all-zero map sit at the floor."""
+    a = np.maximum(_np(activation).astype(np.float64), 0.0)
+    peak = float(a.max()) if a.size else 0.0
+    if peak <= 0:
+        return np.full(a.shape, floor_db)
+    with np.errstate(divide="ignore"):
+        return np.maximum(20 * np.log10(a / peak), floor_db)
 
-    `order` (filter indices sorted by centre frequency) re-stacks the learned rows so the map reads
-    low-to-high like a spectrogram; hover always names the original filter number.
+
+def spectrogram_pair(
+    learned, mel, *, start_sample: int = 0, order: Sequence[int] | None = None, centres=None,
+    learned_title: str = LEARNED_TITLE, mel_title: str = MEL_TITLE, height: int = 380,
+) -> tuple[go.Figure, go.Figure]:
+    """The learned 40 × 150 map and the 40 × 150 mel spectrogram of the same window, as two figures on the
+    same time axis (seconds), so a page can set them side by side or, on a phone, one above the other.
+
+    The learned map is shown in dB relative to its loudest cell (`activation_db`); hover gives the raw
+    activation. `order` (filter indices sorted by centre frequency) re-stacks the learned rows so the map
+    reads low-to-high like a spectrogram, and with `centres` (each filter's measured centre frequency, Hz)
+    its y axis is labelled in Hz, as the mel's is at its bands' centres. Hover always names the filter.
     """
     L, M = _np(learned), _np(mel)
     if L.shape != M.shape or L.ndim != 2:
         raise ValueError(f"need two maps of the same 2-D shape, got {L.shape} and {M.shape}")
-    rows = np.arange(L.shape[0]) if order is None else np.asarray(order)
+    n = L.shape[0]
+    rows = np.arange(n) if order is None else np.asarray(order)
     t = frame_times(start_sample, L.shape[1])
-    filt = np.repeat(rows[:, None], L.shape[1], axis=1)
-    # Wide spacing: the left colorbar and the right plot's axis title both live in the gap.
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(learned_title, mel_title), horizontal_spacing=0.2)
-    fig.add_trace(go.Heatmap(
-        z=L[rows], x=t, y=np.arange(L.shape[0]), customdata=filt, colorscale="Viridis", name="learned",
-        colorbar={"title": "activation", "x": 0.415, "len": 0.9, "thickness": 12},
-        hovertemplate="time %{x:.3f} s<br>row %{y} (filter %{customdata})<br>activation %{z:.3f}<extra></extra>",
-    ), row=1, col=1)
-    fig.add_trace(go.Heatmap(
+    shape = (n, L.shape[1])
+    row_centres = np.asarray(centres, dtype=float)[rows] if centres is not None else np.full(n, np.nan)
+    custom = np.stack([np.broadcast_to(rows[:, None], shape), L[rows], np.broadcast_to(row_centres[:, None], shape)],
+                      axis=-1)
+    colorbar = {"thickness": 12, "len": 0.95, "title": {"side": "right"}}
+    learned_fig = go.Figure(go.Heatmap(
+        z=activation_db(L[rows]), x=t, y=np.arange(n), customdata=custom, colorscale="Viridis", name="learned",
+        zmin=LEARNED_FLOOR_DB, zmax=0,
+        colorbar={**colorbar, "title": {"text": "dB re loudest", "side": "right"}},
+        hovertemplate="time %{x:.3f} s<br>filter %{customdata[0]}"
+                      + (" (centre ≈ %{customdata[2]:.0f} Hz)" if centres is not None else "")
+                      + "<br>activation %{customdata[1]:.3f} (%{z:.0f} dB)<extra></extra>",
+    ))
+    sorted_hz = order is not None and centres is not None
+    if sorted_hz:
+        learned_fig.update_yaxes(title_text="filter centre (Hz)", **_hz_ticks(row_centres))
+    else:
+        learned_fig.update_yaxes(title_text="filter (by centre frequency)" if order is not None else "filter")
+    band_hz = mel_band_centres(M.shape[0])
+    mel_fig = go.Figure(go.Heatmap(
         z=M, x=t, y=np.arange(M.shape[0]), colorscale=MAGMA, name="mel",
-        colorbar={"title": "dB", "x": 1.0, "len": 0.9, "thickness": 12},
-        hovertemplate="time %{x:.3f} s<br>mel band %{y}<br>%{z:.1f} dB<extra></extra>",
-    ), row=1, col=2)
-    fig.update_xaxes(title_text="time (s)", row=1, col=1)
-    fig.update_xaxes(title_text="time (s)", matches="x", row=1, col=2)
-    fig.update_yaxes(title_text="filter (by centre frequency)" if order is not None else "filter", row=1, col=1)
-    fig.update_yaxes(title_text="mel band (low → high)", row=1, col=2)
-    fig.update_layout(height=380, margin={"l": 50, "r": 20, "t": 50, "b": 40})
-    return fig
+        customdata=np.broadcast_to(band_hz[:, None], M.shape),
+        colorbar={**colorbar, "title": {"text": "dB", "side": "right"}},
+        hovertemplate="time %{x:.3f} s<br>mel band %{y} (centre %{customdata:.0f} Hz)<br>%{z:.1f} dB<extra></extra>",
+    ))
+    mel_fig.update_yaxes(title_text="mel band centre (Hz)", **_hz_ticks(band_hz))
+    for fig, title in ((learned_fig, learned_title), (mel_fig, mel_title)):
+        fig.update_xaxes(title_text="time (s)")
+        _layout(fig, title, height, left=60, right=10)
+    return learned_fig, mel_fig
 
 
-def _response_heatmap(fr: FrequencyResponse, sort: bool, colorscale: str | list[str] = "Viridis", showscale: bool = True,
+def _response_heatmap(fr: FrequencyResponse, sort: bool, colorscale: str | list[str] = "Viridis",
                       label: str = "filter") -> go.Heatmap:
     z = fr.normalised(sort=sort)
     rows = fr.order if sort else np.arange(z.shape[0])
     return go.Heatmap(
         z=z, x=fr.freqs, y=np.arange(z.shape[0]), customdata=np.repeat(np.asarray(rows)[:, None], z.shape[1], 1),
-        colorscale=colorscale, zmin=0, zmax=1, showscale=showscale, colorbar={"title": "relative"},
+        colorscale=colorscale, zmin=0, zmax=1,
+        colorbar={"title": {"text": "of its peak", "side": "right"}, "thickness": 12, "len": 0.95},
         hovertemplate=f"%{{x:.0f}} Hz<br>{label} %{{customdata}}<br>%{{z:.2f}} of its peak<extra></extra>",
     )
 
 
-def frequency_response_figure(fr: FrequencyResponse, *, sort: bool = False, title: str | None = None,
-                              label: str = "filter") -> go.Figure:
-    """Filters × tone frequency: how strongly each filter answers a pure tone, each scaled to its own peak."""
-    fig = go.Figure(_response_heatmap(fr, sort, label=label))
-    what = "sorted by centre frequency" if sort else "in network order"
-    fig.update_layout(title=title or f"Frequency response of the {fr.response.shape[0]} learned filters ({what})",
-                      height=360, margin={"l": 50, "r": 20, "t": 50, "b": 40})
+def _response_axes(fig: go.Figure, fr: FrequencyResponse, sort: bool, label: str) -> None:
     fig.update_xaxes(title_text="tone frequency (Hz)", type="log")
-    fig.update_yaxes(title_text=f"{label} (by centre frequency)" if sort else label)
-    return fig
+    if sort:  # rows low → high: label them with their centre frequencies, as a spectrogram's axis would be
+        fig.update_yaxes(title_text=f"{label} centre (Hz)", **_hz_ticks(np.asarray(fr.centres)[fr.order]))
+    else:
+        fig.update_yaxes(title_text=label)
 
 
-def filterbank_comparison(learned: FrequencyResponse, mel: FrequencyResponse, *, sort: bool = True) -> go.Figure:
-    """Learned filters beside a 40-band mel filterbank, measured the same way (pure tones)."""
+def frequency_response_figure(fr: FrequencyResponse, *, sort: bool = False, title: str | None = None,
+                              label: str = "filter", colorscale: str | list[str] = "Viridis") -> go.Figure:
+    """Filters × tone frequency: how strongly each filter answers a pure tone, each scaled to its own peak."""
+    fig = go.Figure(_response_heatmap(fr, sort, colorscale, label=label))
+    _response_axes(fig, fr, sort, label)
+    default = f"The {fr.response.shape[0]} learned filters ({'sorted' if sort else 'network order'})"
+    return _layout(fig, title or default, 380, left=60, right=10)
+
+
+def filterbank_comparison(learned: FrequencyResponse, mel: FrequencyResponse, *,
+                          sort: bool = True) -> tuple[go.Figure, go.Figure]:
+    """Learned filters and a 40-band mel filterbank, measured the same way (pure tones): two figures, each
+    with the colour bar of its own colour scale (Viridis for learned things, Magma for mel ones, as on the
+    spectrograms)."""
     what = "sorted by centre frequency" if sort else "in network order"
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, shared_yaxes=True,
-                        subplot_titles=(f"Learned filters ({what})", "Mel filterbank (40 bands)"))
-    fig.add_trace(_response_heatmap(learned, sort), row=1, col=1)
-    fig.add_trace(_response_heatmap(mel, False, MAGMA, showscale=False, label="mel band"), row=1, col=2)
-    for c in (1, 2):
-        fig.update_xaxes(title_text="tone frequency (Hz)", type="log", row=1, col=c)
-    fig.update_yaxes(title_text="filter / band", row=1, col=1)
-    fig.update_layout(height=380, margin={"l": 50, "r": 20, "t": 50, "b": 40})
-    return fig
+    return (frequency_response_figure(learned, sort=sort, title=f"Learned filters ({what})"),
+            frequency_response_figure(mel, sort=True, title=f"Mel filterbank ({mel.response.shape[0]} bands)",
+                                      label="mel band", colorscale=MAGMA))
 
 
 def filter_evolution_figure(snapshots: Sequence[tuple[int, np.ndarray]], freqs, *, sort: bool = True) -> go.Figure:
@@ -197,6 +272,7 @@ def filter_evolution_figure(snapshots: Sequence[tuple[int, np.ndarray]], freqs, 
 
     def heat(resp) -> go.Heatmap:
         return go.Heatmap(z=z(resp), x=freqs, y=np.arange(len(order)), colorscale="Viridis", zmin=0, zmax=1,
+                          colorbar={"title": {"text": "of its peak", "side": "right"}, "thickness": 12},
                           hovertemplate="%{x:.0f} Hz<br>row %{y}<br>%{z:.2f}<extra></extra>")
 
     frames = [go.Frame(data=[heat(r)], name=str(e)) for e, r in snapshots]
@@ -204,73 +280,76 @@ def filter_evolution_figure(snapshots: Sequence[tuple[int, np.ndarray]], freqs, 
     steps = [{"label": str(e), "method": "animate",
               "args": [[str(e)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
              for e, _ in snapshots]
+    _layout(fig, "How the filters evolved, epoch by epoch", 500, left=60, right=10, bottom=150)
+    # The play/pause buttons and the epoch slider sit under the x axis's title, never over the heatmap.
     fig.update_layout(
-        title="How the filters evolved (epoch slider; ▶ plays it)", height=430,
-        margin={"l": 50, "r": 20, "t": 50, "b": 40},
-        sliders=[{"active": len(steps) - 1, "steps": steps, "currentvalue": {"prefix": "epoch "}, "y": -0.12}],
-        updatemenus=[{"type": "buttons", "showactive": False, "x": 0, "y": 1.12, "xanchor": "left", "buttons": [
-            {"label": "▶ play", "method": "animate",
-             "args": [None, {"frame": {"duration": 400, "redraw": True}, "fromcurrent": False}]},
-            {"label": "❚❚ pause", "method": "animate",
-             "args": [[None], {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}]},
-        ]}],
+        sliders=[{"active": len(steps) - 1, "steps": steps, "currentvalue": {"prefix": "epoch "},
+                  "x": 0.22, "len": 0.78, "y": -0.2, "yanchor": "top", "pad": {"t": 0, "b": 0}}],
+        updatemenus=[{"type": "buttons", "direction": "right", "showactive": False, "x": 0, "y": -0.2,
+                      "xanchor": "left", "yanchor": "top", "pad": {"t": 30, "r": 0}, "buttons": [
+                          {"label": "▶", "method": "animate",
+                           "args": [None, {"frame": {"duration": 400, "redraw": True}, "fromcurrent": False}]},
+                          {"label": "❚❚", "method": "animate",
+                           "args": [[None], {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}]},
+                      ]}],
     )
     fig.update_xaxes(title_text="tone frequency (Hz)", type="log")
     fig.update_yaxes(title_text="filter (by final centre frequency)" if sort else "filter")
     return fig
 
 
-def training_curves(history: Sequence[dict], batch_losses: Sequence[tuple[float, float]] = ()) -> go.Figure:
-    """Loss (left) and accuracy (right) per epoch; batch losses (fractional epoch, loss) as a faint line
-    so the curve moves within the first epoch too."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.1)
+def training_curves(history: Sequence[dict],
+                    batch_losses: Sequence[tuple[float, float]] = ()) -> tuple[go.Figure, go.Figure]:
+    """Loss and accuracy per epoch, as two figures; batch losses (fractional epoch, loss) as a faint line
+    so the loss curve moves within the first epoch too."""
+    loss, acc = go.Figure(), go.Figure()
     if batch_losses:
         bx, by = zip(*batch_losses, strict=True)
-        fig.add_trace(go.Scatter(x=bx, y=by, mode="lines", name="batch loss", line={"width": 1, "color": "#bbb"}),
-                      row=1, col=1)
+        loss.add_trace(go.Scatter(x=bx, y=by, mode="lines", name="batch", line={"width": 1, "color": "#bbb"}))
     ep = [h["epoch"] for h in history]
-    fig.add_trace(go.Scatter(x=ep, y=[h["train_loss"] for h in history], mode="lines+markers", name="train loss"),
-                  row=1, col=1)
-    fig.add_trace(go.Scatter(x=ep, y=[h["train_acc"] for h in history], mode="lines+markers", name="train accuracy"),
-                  row=1, col=2)
+    loss.add_trace(go.Scatter(x=ep, y=[h["train_loss"] for h in history], mode="lines+markers", name="training",
+                              line={"color": "#2f6fdf"}))
+    acc.add_trace(go.Scatter(x=ep, y=[h["train_acc"] for h in history], mode="lines+markers", name="training",
+                             line={"color": "#2f6fdf"}))
     val = [h for h in history if "val_acc" in h]
     if val:
-        fig.add_trace(go.Scatter(x=[h["epoch"] for h in val], y=[h["val_loss"] for h in val], mode="lines+markers",
-                                 name="validation loss"), row=1, col=1)
-        fig.add_trace(go.Scatter(x=[h["epoch"] for h in val], y=[h["val_acc"] for h in val], mode="lines+markers",
-                                 name="validation accuracy"), row=1, col=2)
-    for c in (1, 2):
-        fig.update_xaxes(title_text="epoch", row=1, col=c)
-    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
-    fig.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%", row=1, col=2)
-    fig.update_layout(height=320, margin={"l": 50, "r": 20, "t": 50, "b": 40})
-    return fig
+        vx = [h["epoch"] for h in val]
+        loss.add_trace(go.Scatter(x=vx, y=[h["val_loss"] for h in val], mode="lines+markers", name="validation",
+                                  line={"color": "#e4572e"}))
+        acc.add_trace(go.Scatter(x=vx, y=[h["val_acc"] for h in val], mode="lines+markers", name="validation",
+                                 line={"color": "#e4572e"}))
+    for fig, title in ((loss, "Loss"), (acc, "Accuracy")):
+        fig.update_xaxes(title_text="epoch")
+        _layout(fig, title, 330, legend=True, bottom=90)
+    loss.update_yaxes(title_text="cross-entropy")
+    acc.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%")
+    return loss, acc
 
 
-def kernels_figure(weights, spectra_db, freqs, *, order: Sequence[int] | None = None) -> go.Figure:
-    """First-layer kernels: the 8 taps of each of the 40 filters as stacked waveforms (left), and their
-    magnitude spectra as a filters × frequency heatmap (right)."""
+def kernels_figure(weights, spectra_db, freqs, *, order: Sequence[int] | None = None) -> tuple[go.Figure, go.Figure]:
+    """First-layer kernels: the 8 taps of each of the 40 filters as stacked waveforms, and their magnitude
+    spectra as a filters × frequency heatmap (two figures)."""
     W, D, f = _np(weights), _np(spectra_db), np.asarray(freqs)
     rows = np.arange(W.shape[0]) if order is None else np.asarray(order)
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.35, 0.65], horizontal_spacing=0.1,
-                        subplot_titles=("Kernels (8 taps each)", "Kernel magnitude spectra"))
+    taps_fig, spectra_fig = go.Figure(), go.Figure()
     scale = 0.45 / max(float(np.abs(W).max()), 1e-12)
     taps = np.arange(W.shape[1])
     for r, k in enumerate(rows):
-        fig.add_trace(go.Scatter(x=taps, y=r + W[k] * scale, mode="lines+markers", showlegend=False,
-                                 line={"width": 1}, marker={"size": 3}, customdata=W[k],
-                                 hovertemplate=f"filter {k}<br>tap %{{x}}: %{{customdata:.3f}}<extra></extra>"),
-                      row=1, col=1)
-    fig.add_trace(go.Heatmap(z=D[rows], x=f, y=np.arange(len(rows)), colorscale="Viridis",
-                             customdata=np.repeat(rows[:, None], D.shape[1], 1), colorbar={"title": "dB"},
-                             hovertemplate="%{x:.0f} Hz<br>filter %{customdata}<br>%{z:.1f} dB<extra></extra>"),
-                  row=1, col=2)
-    fig.update_xaxes(title_text="tap", row=1, col=1)
-    fig.update_xaxes(title_text="frequency (Hz)", row=1, col=2)
-    fig.update_yaxes(title_text="filter", row=1, col=1)
-    fig.update_yaxes(title_text="filter", row=1, col=2)
-    fig.update_layout(height=560, margin={"l": 50, "r": 20, "t": 50, "b": 40})
-    return fig
+        taps_fig.add_trace(go.Scatter(x=taps, y=r + W[k] * scale, mode="lines+markers", showlegend=False,
+                                      line={"width": 1}, marker={"size": 3}, customdata=W[k],
+                                      hovertemplate=f"filter {k}<br>tap %{{x}}: %{{customdata:.3f}}<extra></extra>"))
+    spectra_fig.add_trace(go.Heatmap(
+        z=D[rows], x=f, y=np.arange(len(rows)), colorscale="Viridis",
+        customdata=np.repeat(rows[:, None], D.shape[1], 1),
+        colorbar={"title": {"text": "dB", "side": "right"}, "thickness": 12, "len": 0.95},
+        hovertemplate="%{x:.0f} Hz<br>filter %{customdata}<br>%{z:.1f} dB<extra></extra>"))
+    what = "filter (by centre frequency)" if order is not None else "filter"
+    taps_fig.update_xaxes(title_text="tap")
+    taps_fig.update_yaxes(title_text=what)
+    spectra_fig.update_xaxes(title_text="frequency (Hz)")
+    spectra_fig.update_yaxes(title_text=what)
+    return (_layout(taps_fig, "Kernels (8 taps each)", 560),
+            _layout(spectra_fig, "Kernel magnitude spectra", 560, right=10))
 
 
 def filter_activity_figure(activity, centres=None, *, order: Sequence[int] | None = None,
@@ -285,14 +364,15 @@ def filter_activity_figure(activity, centres=None, *, order: Sequence[int] | Non
         custom = np.stack([rows, np.nan_to_num(c)], 1)
         hover = "filter %{customdata[0]}<br>centre ≈ %{customdata[1]:.0f} Hz<br>mean output %{y:.3f}<extra></extra>"
     fig = go.Figure(go.Bar(x=np.arange(len(rows)), y=a[rows], customdata=custom, hovertemplate=hover))
-    fig.update_layout(title=title, height=280, margin={"l": 50, "r": 20, "t": 40, "b": 40})
+    _layout(fig, title, 300, left=50)
     fig.update_xaxes(title_text="filter (by centre frequency)" if order is not None else "filter")
     fig.update_yaxes(title_text="mean output")
     return fig
 
 
-def conv_arithmetic_figure(length: int, kernel: int, stride: int, padding: int, max_windows: int = 12) -> go.Figure:
-    """The input as a row of cells (padding grey) and the first few positions of the kernel as bars."""
+def conv_arithmetic_figure(length: int, kernel: int, stride: int, padding: int, max_drawn: int = 24) -> go.Figure:
+    """The input as a row of cells (padding grey) and the kernel's positions as bars, one per output. Up to
+    `max_drawn` positions are all drawn; beyond that the first ones and the last, and the title says so."""
     from envnet.teaching import conv_output_length
 
     n_out = conv_output_length(length, kernel, stride, padding)
@@ -301,13 +381,15 @@ def conv_arithmetic_figure(length: int, kernel: int, stride: int, padding: int, 
     colours = ["#ddd" if (i < padding or i >= padding + length) else "#6a9fd8" for i in range(total)]
     fig.add_trace(go.Bar(x=np.arange(total), y=[1] * total, marker_color=colours, name="input (grey = padding)",
                          hovertemplate="input cell %{x}<extra></extra>", width=0.9))
-    for o in range(min(n_out, max_windows)):
+    drawn = list(range(n_out)) if n_out <= max_drawn else [*range(max_drawn - 1), n_out - 1]
+    for row, o in enumerate(drawn):
         s = o * stride
-        fig.add_shape(type="rect", x0=s - 0.45, x1=s + kernel - 0.55, y0=1.15 + 0.25 * o, y1=1.3 + 0.25 * o,
-                      fillcolor="crimson", opacity=0.6, line_width=0)
-    fig.update_layout(title=f"{length} inputs, kernel {kernel}, stride {stride}, padding {padding} → {n_out} outputs",
-                      height=260 + 8 * min(n_out, max_windows), showlegend=False,
-                      margin={"l": 30, "r": 20, "t": 50, "b": 40})
+        fig.add_shape(type="rect", x0=s - 0.45, x1=s + kernel - 0.55, y0=1.15 + 0.25 * row, y1=1.3 + 0.25 * row,
+                      fillcolor="crimson", opacity=0.6, line_width=0, name=f"output {o}")
+    title = f"{length} inputs → {n_out} outputs"
+    if len(drawn) < n_out:
+        title += f" ({len(drawn)} drawn)"
+    _layout(fig, title, 220 + 9 * len(drawn), left=30)
     fig.update_xaxes(title_text="input position")
     fig.update_yaxes(visible=False)
     return fig

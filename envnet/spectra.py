@@ -122,3 +122,13 @@ def kernel_spectra(model: EnvNet, n_fft: int = 512) -> tuple[np.ndarray, np.ndar
     db = 20 * torch.log10(mag.clamp(min=1e-8))
     freqs = np.fft.rfftfreq(n_fft, 1 / SAMPLE_RATE)
     return w.numpy(), db.numpy(), freqs
+
+
+def mel_band_centres(n_mels: int = N_BANDS, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Centre frequency (Hz) of each band of the mel filterbank `mel_spectrogram` uses: torchaudio's
+    default HTK mel scale from 0 Hz to Nyquist, bands centred on n_mels + 2 evenly spaced mel points."""
+    def to_mel(hz):
+        return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
+
+    mels = np.linspace(to_mel(0.0), to_mel(sr / 2), n_mels + 2)[1:-1]
+    return 700.0 * (10 ** (mels / 2595.0) - 1.0)

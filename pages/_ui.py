@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from envnet import checkpoint
+from envnet import checkpoint, plots
 from envnet.checkpoint import Checkpoint, CheckpointError, from_bytes
 from envnet.session import find_run
 
@@ -235,3 +235,40 @@ def page_setup() -> None:
         if SIDEBAR_DRAWN not in st.session_state:  # the session's first run: nothing to lose by rerunning
             st.rerun()
         render_sidebar()
+
+
+# ---- figures ----------------------------------------------------------------------------------
+
+
+def chart(fig, key: str, container=None, **kwargs):
+    """A plotly figure the way every page shows one: full width, its own colours, a short toolbar."""
+    return (container or st).plotly_chart(fig, width="stretch", theme=None, key=key, config=plots.CHART_CONFIG,
+                                          **kwargs)
+
+
+def charts_side_by_side(figs, keys: list[str]) -> None:
+    """Related figures in columns: side by side on a laptop, one above the other on a phone."""
+    for col, fig, key in zip(st.columns(len(figs)), figs, keys, strict=True):
+        chart(fig, key, col)
+
+
+SPECTROGRAM_CAPTIONS = (
+    "**Activation** (the learned map): how strongly each learned filter answers, its output after the two filter layers "
+    f"and the 10 ms max-pool, drawn in dB below the loudest cell (20·log₁₀ of the ratio, floor "
+    f"{plots.LEARNED_FLOOR_DB:.0f} dB) so quiet detail stays visible; hover shows the raw value.",
+    "**dB** (the mel map): decibels, 10·log₁₀ of the sound's power in each mel band; every 10 dB is ten times the power.",
+    "**Why they look alike**: both split the sound into 40 frequency bands, low at the bottom, every 10 ms. The "
+    "mel bands were designed by people; the network learned its filters from sounds, and with rows sorted by "
+    "centre frequency they end up covering the frequencies in a similar way.",
+)
+
+
+def show_spectrograms(learned, mel, *, start_sample: int = 0, response=None, key: str) -> None:
+    """The learned and mel spectrograms of one window side by side (stacked on a phone), their y axes in Hz
+    when the filters are sorted by their measured centre frequencies (`response`), and what the colours mean."""
+    figs = plots.spectrogram_pair(learned, mel, start_sample=start_sample,
+                                  order=None if response is None else response.order,
+                                  centres=None if response is None else response.centres)
+    charts_side_by_side(figs, [f"{key}_learned", f"{key}_mel"])
+    for line in SPECTROGRAM_CAPTIONS:
+        st.caption(line)

@@ -22,7 +22,7 @@ from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.predict import predict
 from envnet.session import cached_frequency_response
 from envnet.spectra import learned_spectrogram, mel_spectrogram
-from pages._ui import current_checkpoint, model_key_of, page_setup
+from pages._ui import current_checkpoint, model_key_of, page_setup, show_spectrograms
 
 CLIP = "classify_clip"  # {"id", "name", "wave"}: this session's current clip, kept across pages and reruns
 MAX_TIMELINE_WINDOWS = 120
@@ -173,10 +173,8 @@ if ck is not None and clip is not None:
     win = window_at(wave, starts[sel])
     sort = st.toggle("Order learned filters by centre frequency", value=True, key="classify_sort",
                      help="Stack the learned filters from low to high frequency so the map reads like a spectrogram.")
-    order = cached_frequency_response(ck.model).order if sort else None
-    fig = plots.spectrogram_pair(learned_spectrogram(ck.model, win), mel_spectrogram(win),
-                                 start_sample=starts[sel], order=order)
-    st.plotly_chart(fig, width="stretch", theme=None, key="classify_spectrograms")
+    show_spectrograms(learned_spectrogram(ck.model, win), mel_spectrogram(win), start_sample=starts[sel],
+                      response=cached_frequency_response(ck.model) if sort else None, key="classify_spectrograms")
     st.caption(f"Window {sel}: {starts[sel] / SAMPLE_RATE:.2f}–{(starts[sel] + WINDOW) / SAMPLE_RATE:.2f} s. "
                "Left: the 40 filters EnvNet learned, max-pooled every 10 ms. Right: a 40-band mel spectrogram "
                "of the same samples, frame for frame.")

@@ -16,7 +16,7 @@ from envnet.audio import to_wav_bytes
 from envnet.model import WINDOW
 from envnet.session import cached_frequency_response
 from envnet.spectra import kernel_spectra, learned_spectrogram, mel_frequency_response, mel_spectrogram, tone
-from pages._ui import current_checkpoint, page_setup
+from pages._ui import chart, charts_side_by_side, current_checkpoint, page_setup, show_spectrograms
 
 
 @st.cache_resource(show_spinner=False)
@@ -35,8 +35,8 @@ if ck is not None:
     with st.spinner("Measuring the filters with pure tones…"):
         fr = cached_frequency_response(model)
     sort = st.toggle("Sort filters by centre frequency", value=True, key="filters_sort")
-    st.plotly_chart(plots.filterbank_comparison(fr, mel_response(), sort=sort), width="stretch", theme=None,
-                    key="filters_compare")
+    charts_side_by_side(plots.filterbank_comparison(fr, mel_response(), sort=sort),
+                        ["filters_compare_learned", "filters_compare_mel"])
     alive = np.isfinite(fr.centres)
     if alive.any():
         st.caption(f"Centre frequencies of the {int(alive.sum())} responding filters range from "
@@ -49,8 +49,8 @@ if ck is not None:
     st.caption("Each first-layer filter is just 8 numbers (0.5 ms of audio). Their spectra show which "
                "frequencies each one lets through on its own, before the second layer combines them.")
     w, db, freqs = kernel_spectra(model)
-    st.plotly_chart(plots.kernels_figure(w, db, freqs, order=fr.order if sort else None), width="stretch", theme=None,
-                    key="filters_kernels")
+    charts_side_by_side(plots.kernels_figure(w, db, freqs, order=fr.order if sort else None),
+                        ["filters_kernels_taps", "filters_kernels_spectra"])
 
     st.subheader("Tone explorer")
     c1, c2 = st.columns([1, 2])
@@ -66,7 +66,6 @@ if ck is not None:
         st.audio(to_wav_bytes(sound), format="audio/wav")
     spec = learned_spectrogram(model, sound)
     with c2:
-        st.plotly_chart(plots.filter_activity_figure(spec.mean(-1), fr.centres, order=fr.order if sort else None),
-                        width="stretch", theme=None, key="filters_activity")
-    st.plotly_chart(plots.spectrogram_pair(spec, mel_spectrogram(sound), order=fr.order if sort else None),
-                    width="stretch", theme=None, key="filters_tone_spec")
+        chart(plots.filter_activity_figure(spec.mean(-1), fr.centres, order=fr.order if sort else None),
+              "filters_activity")
+    show_spectrograms(spec, mel_spectrogram(sound), response=fr if sort else None, key="filters_tone_spec")

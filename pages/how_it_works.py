@@ -13,7 +13,7 @@ import streamlit as st
 from envnet import plots
 from envnet.model import layer_walkthrough
 from envnet.teaching import conv_output_length, format_shape
-from pages._ui import current_checkpoint, page_setup
+from pages._ui import chart, current_checkpoint, page_setup
 
 page_setup()
 st.header("How it works")
@@ -29,7 +29,12 @@ if ck is not None:
     table = [{"layer": r["layer"], "what it does": r["what"], "output shape": format_shape(r["shape"]),
               "numbers out": math.prod(r["shape"]), "parameters": r["params"]} for r in rows]
     st.subheader(f"One window through “{ck.name}”")
-    st.dataframe(table, hide_index=True, width="stretch", height="content")  # all layers, no inner scroll
+    # All layers, no inner scroll; the numbers first, the words last: a phone shows the first four columns.
+    st.dataframe(table, hide_index=True, width="stretch", height="content",
+                 column_order=["layer", "output shape", "numbers out", "parameters", "what it does"],
+                 column_config={"layer": st.column_config.TextColumn(width="small"),
+                                "numbers out": st.column_config.NumberColumn(format="localized"),  # 24,014
+                                "parameters": st.column_config.NumberColumn(format="localized")})
     total = sum(r["params"] for r in rows)
     feats = sum(r["params"] for r in rows if r["layer"] in ("conv1", "conv2"))
     st.markdown(
@@ -49,13 +54,13 @@ k = c[1].number_input("Kernel size", 1, 1000, 8, key="conv_kernel")
 s = c[2].number_input("Stride", 1, 1000, 1, key="conv_stride")
 p = c[3].number_input("Padding", 0, 1000, 0, key="conv_padding")
 out = conv_output_length(int(n), int(k), int(s), int(p))
-st.latex(r"\text{outputs} = \left\lfloor \frac{L + 2p - k}{s} \right\rfloor + 1"
-         rf" = \left\lfloor \frac{{{n} + 2\cdot{p} - {k}}}{{{s}}} \right\rfloor + 1 = {out}")
+# Two short lines, not one long one: a phone's width holds each.
+st.latex(r"\text{outputs} = \left\lfloor \frac{L + 2p - k}{s} \right\rfloor + 1")
+st.latex(rf"= \left\lfloor \frac{{{n} + 2\cdot{p} - {k}}}{{{s}}} \right\rfloor + 1 = {out}")
 if out == 0:
     st.warning("The kernel is longer than the (padded) input: it does not fit even once, so there is no output.")
 elif n + 2 * p <= 400:
-    st.plotly_chart(plots.conv_arithmetic_figure(int(n), int(k), int(s), int(p)), width="stretch", theme=None,
-                    key="conv_demo")
+    chart(plots.conv_arithmetic_figure(int(n), int(k), int(s), int(p)), "conv_demo")
 else:
     st.caption("(The picture is drawn for inputs up to 400 cells.)")
 st.markdown(

@@ -29,7 +29,7 @@ from envnet.examples import dataset_roots
 from envnet.model import SAMPLE_RATE
 from envnet.session import HEARTBEAT_TIMEOUT, SLOT, TrainingJob, checkpoint_stem, safe_name
 from envnet.train import TrainConfig
-from pages._ui import ADDED, JOB, page_setup
+from pages._ui import ADDED, JOB, chart, charts_side_by_side, page_setup
 
 OWN = "own_classes"  # {class name: {"id": str, "clips": [{"id", "name", "wave", "wav" (its player's bytes)}]}}
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
@@ -315,8 +315,7 @@ def finished(job: TrainingJob, state) -> None:
         st.rerun()  # the whole app: the sidebar adopts the new model into the picker and selects it
     st.success(f"“{ck.name}” is trained and selected in the sidebar: try it on the Classify page.")
     if state.snapshots and state.freqs is not None:
-        st.plotly_chart(plots.filter_evolution_figure(state.snapshots, state.freqs), width="stretch", theme=None,
-                        key="train_evolution")
+        chart(plots.filter_evolution_figure(state.snapshots, state.freqs), "train_evolution")
     blobs = st.session_state.setdefault("train_blobs", {})
     if job.id not in blobs:
         import json
@@ -363,12 +362,12 @@ def live_view() -> None:
         if s.message:
             st.info(s.message)
     if s.history or s.batch_losses:
-        st.plotly_chart(plots.training_curves(s.history, s.batch_losses), width="stretch", theme=None,
-                        key="train_curves")
-    if s.latest is not None:
-        st.plotly_chart(plots.frequency_response_figure(
-            s.latest, sort=True, title=f"Frequency response of the 40 learned filters after epoch {s.snapshots[-1][0]}"
-        ), width="stretch", theme=None, key="train_filters")
+        charts_side_by_side(plots.training_curves(s.history, s.batch_losses), ["train_loss", "train_accuracy"])
+    # A finished run shows the same heatmap as the last frame of "How the filters evolved": draw it once.
+    evolution_follows = s.status in ("done", "stopped") and job.result is not None and s.snapshots
+    if s.latest is not None and not evolution_follows:
+        chart(plots.frequency_response_figure(s.latest, sort=True, title=f"The 40 filters after epoch {s.snapshots[-1][0]}"),
+              "train_filters")
     if s.status in ("done", "stopped"):
         finished(job, s)
     elif s.status == "running" and not job.running:

@@ -87,7 +87,8 @@ def test_uploaded_wav_shows_topk_timeline_and_both_spectrograms(at):
                      "Mel spectrogram (40 × 150)"):
         assert expected in titles
     assert any(t.startswith("Class probabilities over time") for t in titles)  # 2.5 s > one window
-    heat = [t for t in figure(at, "Learned spectrogram (40 × 150)")["data"] if t["type"] == "heatmap"]
+    heat = [t for title in ("Learned spectrogram (40 × 150)", "Mel spectrogram (40 × 150)")
+            for t in figure(at, title)["data"] if t["type"] == "heatmap"]
     assert [arr(h["z"]).shape for h in heat] == [(40, 150), (40, 150)]
     top = figure(at, "Top classes")
     assert len(top["data"][0]["y"]) == 5

@@ -44,6 +44,8 @@ def test_filters_page_renders_for_the_default_model():
                      "How strongly each filter responds", "Learned spectrogram (40 × 150)"):
         assert expected in t
     assert any(x.startswith("Learned filters (sorted by centre frequency)") for x in t)
+    assert "Mel spectrogram (40 × 150)" in t and "Mel filterbank (40 bands)" in t
+    assert any(c.value.startswith("**Why they look alike**") for c in at.caption)  # what the two maps show
     at.toggle(key="filters_sort").set_value(False).run()
     assert "Learned filters (in network order)" in titles(at)
     at.radio(key="filters_kind").set_value("Sweep").run()
@@ -61,7 +63,7 @@ def test_how_it_works_shows_live_shapes_and_conv_arithmetic():
     at.number_input(key="conv_kernel").set_value(3)
     at.number_input(key="conv_stride").set_value(2)
     at.number_input(key="conv_padding").set_value(1).run()
-    assert at.latex[0].value.strip("$\n ").endswith("= 5")
+    assert at.latex[-1].value.strip("$\n ").endswith("= 5")
     assert any("→ 5 outputs" in x for x in titles(at))
     at.number_input(key="conv_kernel").set_value(30).run()  # longer than the input: no outputs, no crash
     assert not at.exception and at.warning

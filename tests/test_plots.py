@@ -9,11 +9,19 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
+import torchaudio.functional as AF
 from plotly.utils import PlotlyJSONEncoder
 
 from envnet import plots
 from envnet.model import N_BANDS, N_FRAMES, SAMPLE_RATE, WINDOW, build_model
-from envnet.spectra import FrequencyResponse, kernel_spectra, learned_spectrogram, mel_spectrogram, tone
+from envnet.spectra import (
+    FrequencyResponse,
+    kernel_spectra,
+    learned_spectrogram,
+    mel_band_centres,
+    mel_spectrogram,
+    tone,
+)
 from envnet.teaching import conv_output_length
 
 
@@ -32,37 +40,69 @@ def fake_response(n: int = 40, n_freqs: int = 30, seed: int = 0) -> FrequencyRes
     return FrequencyResponse(freqs, response, order, freqs[peaks])
 
 
-def test_spectrogram_pair_has_two_40x150_heatmaps_on_one_time_axis(model):
+def test_spectrogram_pair_is_two_40x150_heatmaps_on_the_same_time_axis(model):
     win = tone(1000.0)
     learned, mel = learned_spectrogram(model, win), mel_spectrogram(win)
-    fig = plots.spectrogram_pair(learned, mel, start_sample=16_000)
-    heat = [t for t in fig.data if isinstance(t, go.Heatmap)]
-    assert len(heat) == 2
+    figs = plots.spectrogram_pair(learned, mel, start_sample=16_000)
+    assert len(figs) == 2  # two figures: side by side on a laptop, stacked on a phone
+    heat = [f.data[0] for f in figs]
+    assert all(isinstance(h, go.Heatmap) for h in heat)
     assert [np.asarray(h.z).shape for h in heat] == [(N_BANDS, N_FRAMES)] * 2
-    assert fig.layout.xaxis2.matches == "x"
     np.testing.assert_allclose(heat[0].x, heat[1].x)
     # Frame i of the window starting at 1 s is centred at sample 16000 + 160 i + 87.
     assert heat[0].x[0] == pytest.approx((16_000 + 87) / SAMPLE_RATE)
     assert heat[0].x[-1] - heat[0].x[0] == pytest.approx(149 * 0.01)
-    titles = [a.text for a in fig.layout.annotations]
-    assert plots.LEARNED_TITLE in titles and plots.MEL_TITLE in titles
-    assert fig.layout.xaxis.title.text == "time (s)" and fig.layout.xaxis2.title.text == "time (s)"
+    assert [f.layout.title.text for f in figs] == [plots.LEARNED_TITLE, plots.MEL_TITLE]
+    assert all(f.layout.xaxis.title.text == "time (s)" for f in figs)
     for h in heat:
-        assert "s" in h.hovertemplate and "%{z" in h.hovertemplate and "%{y}" in h.hovertemplate
-    np.testing.assert_allclose(heat[0].z, learned.numpy())  # unsorted: rows in network order
+        assert "s" in h.hovertemplate and "%{z" in h.hovertemplate
+    # Unsorted: rows in network order; hover carries the raw activation beside the dB colour.
+    np.testing.assert_allclose(np.asarray(heat[0].customdata)[..., 1], learned.numpy(), rtol=1e-6)
+    assert figs[0].layout.yaxis.title.text == "filter"
 
 
-def test_spectrogram_pair_order_restacks_learned_rows_only():
+def test_learned_map_is_in_db_below_its_loudest_cell_so_one_bright_spot_does_not_wash_out_the_rest():
+    learned = np.full((40, 150), 0.1)
+    learned[5, 7] = 100.0  # one spot a thousand times louder than the background
+    learned[6, :] = 1.0  # a faint line: on a linear scale 1 % of the colour range, invisible
+    learned[7, :] = 0.0  # the ReLU's silence
+    z = np.asarray(plots.spectrogram_pair(learned, np.zeros((40, 150)))[0].data[0].z)
+    assert plots.LEARNED_FLOOR_DB <= -60
+    assert z[5, 7] == 0.0 and z[6, 0] == pytest.approx(-40.0) and z[0, 0] == pytest.approx(-60.0)
+    assert (z[6, 0] - z[0, 0]) / -plots.LEARNED_FLOOR_DB >= 0.3  # the line is a third of the scale above the rest
+    assert np.all(z[7] == plots.LEARNED_FLOOR_DB) and z.min() >= plots.LEARNED_FLOOR_DB
+    assert np.all(plots.activation_db(np.zeros((3, 3))) == plots.LEARNED_FLOOR_DB)  # silence: no NaN, no crash
+
+
+def test_both_maps_label_their_rows_in_hz_learned_filters_at_their_measured_centres():
     learned = np.arange(40)[:, None] * np.ones((1, 150))
-    mel = np.random.default_rng(0).normal(size=(40, 150))
-    order = np.arange(40)[::-1]
-    fig = plots.spectrogram_pair(learned, mel, order=order)
-    z0, z1 = np.asarray(fig.data[0].z), np.asarray(fig.data[1].z)
-    assert z0[0, 0] == 39 and z0[-1, 0] == 0
-    np.testing.assert_allclose(z1, mel)
-    assert np.asarray(fig.data[0].customdata)[0, 0] == 39  # hover names the original filter
+    centres = np.geomspace(100, 7000, 40)[::-1].copy()  # filter 0 is the highest
+    centres[3] = np.nan  # a dead filter
+    order = np.argsort(np.nan_to_num(centres, nan=np.inf))
+    learned_fig, mel_fig = plots.spectrogram_pair(learned, np.zeros((40, 150)), order=order, centres=centres)
+    y = learned_fig.layout.yaxis
+    assert "Hz" in y.title.text
+    shown = {v: t for v, t in zip(y.tickvals, y.ticktext, strict=True)}
+    assert shown[0] == plots.hz_label(centres[order[0]]) == "100"
+    assert shown[39] == "–"  # the dead filter sorts last and has no centre
+    hz = [float(t.replace("k", "e3")) for v, t in shown.items() if t != "–"]
+    assert hz == sorted(hz)  # low to high, as on a spectrogram
+    z = np.asarray(learned_fig.data[0].z)
+    assert np.asarray(learned_fig.data[0].customdata)[0, 0, 0] == order[0]  # hover names the original filter
+    # Rows re-stacked: filter 39 (lowest centre, the loudest here) first, filter 0 (silent) next to last.
+    assert z[0, 0] == 0.0 and z[-2, 0] == plots.LEARNED_FLOOR_DB
+    m = mel_fig.layout.yaxis
+    assert "Hz" in m.title.text
+    band_hz = mel_band_centres(40)
+    assert [plots.hz_label(band_hz[v]) for v in m.tickvals] == list(m.ticktext)
     with pytest.raises(ValueError):
         plots.spectrogram_pair(np.zeros((40, 150)), np.zeros((40, 149)))
+
+
+def test_mel_band_centres_are_where_the_filterbank_peaks():
+    fb = AF.melscale_fbanks(4001, 0.0, SAMPLE_RATE / 2, N_BANDS, SAMPLE_RATE).numpy()  # 2 Hz bins
+    peaks = np.linspace(0, SAMPLE_RATE / 2, 4001)[fb.argmax(0)]
+    np.testing.assert_allclose(mel_band_centres(N_BANDS), peaks, atol=2.0)
 
 
 def test_waveform_marks_each_window_and_highlights_the_selected_one():
@@ -118,12 +158,16 @@ def test_frequency_response_heatmap_sorting_puts_low_centres_first():
     assert not np.all(np.diff(unsorted.argmax(1)) >= 0)
 
 
-def test_filterbank_comparison_two_heatmaps_same_tones():
-    fig = plots.filterbank_comparison(fake_response(seed=1), fake_response(seed=2))
-    heat = [t for t in fig.data if isinstance(t, go.Heatmap)]
-    assert len(heat) == 2 and all(np.asarray(h.z).shape == (40, 30) for h in heat)
-    assert fig.layout.xaxis.type == "log" and fig.layout.xaxis2.type == "log"
-    assert "Mel filterbank (40 bands)" in [a.text for a in fig.layout.annotations]
+def test_filterbank_comparison_two_figures_each_with_the_colour_bar_of_its_own_scale():
+    learned_fig, mel_fig = plots.filterbank_comparison(fake_response(seed=1), fake_response(seed=2))
+    heat = [learned_fig.data[0], mel_fig.data[0]]
+    assert all(isinstance(h, go.Heatmap) and np.asarray(h.z).shape == (40, 30) for h in heat)
+    assert learned_fig.layout.xaxis.type == "log" and mel_fig.layout.xaxis.type == "log"
+    assert mel_fig.layout.title.text == "Mel filterbank (40 bands)"
+    # Once the mel map was drawn in Magma beside a Viridis colour bar: now each shows its own bar.
+    assert all(h.showscale is not False for h in heat)
+    assert heat[1].colorscale == go.Heatmap(colorscale=plots.MAGMA).colorscale != heat[0].colorscale
+    assert "Hz" in learned_fig.layout.yaxis.title.text and "Hz" in mel_fig.layout.yaxis.title.text
 
 
 def test_filter_evolution_has_one_frame_per_epoch_and_a_slider():
@@ -135,26 +179,31 @@ def test_filter_evolution_has_one_frame_per_epoch_and_a_slider():
     assert np.asarray(fig.frames[2].data[0].z).shape == (40, 30)
     # Rows follow the final epoch's order in every frame: the last frame reads low → high.
     assert np.all(np.diff(np.asarray(fig.frames[-1].data[0].z).argmax(1)) >= 0)
+    # The play/pause buttons and the slider sit under the heatmap (paper y < 0), never over it.
+    assert fig.layout.updatemenus[0].y < 0 and fig.layout.sliders[0].y < 0
+    assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["▶", "❚❚"]
     with pytest.raises(ValueError):
         plots.filter_evolution_figure([], freqs)
 
 
-def test_training_curves_loss_and_accuracy_panels():
+def test_training_curves_loss_and_accuracy_figures_with_legends_underneath():
     hist = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.4},
             {"epoch": 2, "train_loss": 0.5, "train_acc": 0.8, "val_loss": 0.7, "val_acc": 0.6}]
-    fig = plots.training_curves(hist, [(0.5, 1.2), (1.0, 0.9)])
-    names = [t.name for t in fig.data]
-    assert names == ["batch loss", "train loss", "train accuracy", "validation loss", "validation accuracy"]
-    val_acc = fig.data[4]
-    assert list(val_acc.x) == [2] and list(val_acc.y) == [0.6] and val_acc.xaxis == "x2"
-    assert fig.layout.xaxis.title.text == "epoch" and fig.layout.yaxis2.title.text == "accuracy"
+    loss, acc = plots.training_curves(hist, [(0.5, 1.2), (1.0, 0.9)])
+    assert [t.name for t in loss.data] == ["batch", "training", "validation"]
+    assert [t.name for t in acc.data] == ["training", "validation"]
+    assert list(acc.data[1].x) == [2] and list(acc.data[1].y) == [0.6]
+    assert [loss.layout.title.text, acc.layout.title.text] == ["Loss", "Accuracy"]
+    assert loss.layout.xaxis.title.text == "epoch" and acc.layout.yaxis.title.text == "accuracy"
+    for fig in (loss, acc):  # a legend beside the plot took half a phone's width
+        assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
 
 
 def test_kernels_figure_shows_40_kernels_and_their_spectra(model):
     w, db, freqs = kernel_spectra(model)
-    fig = plots.kernels_figure(w, db, freqs)
-    lines = [t for t in fig.data if isinstance(t, go.Scatter)]
-    heat = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    taps, spectra = plots.kernels_figure(w, db, freqs)
+    lines = [t for t in taps.data if isinstance(t, go.Scatter)]
+    heat = [t for t in spectra.data if isinstance(t, go.Heatmap)]
     assert len(lines) == 40 and all(len(t.x) == 8 for t in lines)
     assert np.asarray(heat[0].z).shape == (40, 257)
     # Each kernel is drawn around its row: subtracting the row gives back the (scaled) taps.
@@ -170,6 +219,22 @@ def test_filter_activity_bars_and_conv_demo():
     assert len([s for s in demo.layout.shapes if s.type == "rect"]) == 5
 
 
+@pytest.mark.parametrize("length,kernel,stride,padding", [(24, 8, 1, 0), (10, 3, 2, 1), (30, 1, 1, 0), (400, 8, 1, 0)])
+def test_conv_demo_draws_as_many_positions_as_it_says(length, kernel, stride, padding):
+    """It once said "→ 17 outputs" and drew 12 kernel positions."""
+    fig = plots.conv_arithmetic_figure(length, kernel, stride, padding)
+    n_out = conv_output_length(length, kernel, stride, padding)
+    drawn = [s for s in fig.layout.shapes if s.type == "rect"]
+    title = fig.layout.title.text
+    assert f"→ {n_out} outputs" in title
+    if len(drawn) < n_out:  # too many to draw: the title says how many are drawn, and it is true
+        assert f"({len(drawn)} drawn)" in title and drawn[-1].name == f"output {n_out - 1}"
+    else:
+        assert len(drawn) == n_out
+    # Every drawn position is a real one: inside the padded input, `stride` apart.
+    assert all(-0.5 < r.x0 and r.x1 < length + 2 * padding for r in drawn)
+
+
 @pytest.mark.parametrize("length,kernel,stride,padding,expected", [
     (24014, 8, 1, 0, 24007), (24007, 8, 1, 0, 24000), (24000, 160, 160, 0, 150), (10, 3, 2, 1, 5),
     (5, 7, 1, 0, 0), (5, 7, 1, 1, 1),
@@ -182,24 +247,28 @@ def test_conv_output_length(length, kernel, stride, padding, expected):
         assert out.shape[-1] == expected
 
 
-def test_no_figure_uses_a_colour_that_streamlit_rewrites(model):
-    """Streamlit's chart element replaces #000001, #000002, … in a figure with its theme palette (even with
-    theme=None). Magma starts at #000004, which turned the quietest mel cells lavender in the app."""
+def every_figure(model) -> list[go.Figure]:
     win = tone(1000.0)
     w, db, freqs = kernel_spectra(model)
-    figures = [
-        plots.spectrogram_pair(learned_spectrogram(model, win), mel_spectrogram(win)),
-        plots.filterbank_comparison(fake_response(seed=1), fake_response(seed=2)),
+    return [
+        *plots.spectrogram_pair(learned_spectrogram(model, win), mel_spectrogram(win)),
+        *plots.filterbank_comparison(fake_response(seed=1), fake_response(seed=2)),
         plots.frequency_response_figure(fake_response(), sort=True),
         plots.filter_evolution_figure([(e, fake_response(seed=e).response) for e in range(2)], np.geomspace(10, 8000, 30)),
-        plots.kernels_figure(w, db, freqs),
+        *plots.kernels_figure(w, db, freqs),
         plots.filter_activity_figure(np.arange(40.0), np.linspace(100, 4000, 40)),
         plots.waveform_figure(win, [0], 0),
         plots.topk_figure([("a", 0.7), ("b", 0.3)]),
         plots.timeline_figure(torch.full((3, 2), 0.5), [0, 8000, 16000], ["a", "b"]),
-        plots.training_curves([{"epoch": 1, "train_loss": 1.0, "train_acc": 0.4}], [(0.5, 1.2)]),
+        *plots.training_curves([{"epoch": 1, "train_loss": 1.0, "train_acc": 0.4}], [(0.5, 1.2)]),
         plots.conv_arithmetic_figure(10, 3, 2, 1),
     ]
+
+
+def test_no_figure_uses_a_colour_that_streamlit_rewrites(model):
+    """Streamlit's chart element replaces #000001, #000002, … in a figure with its theme palette (even with
+    theme=None). Magma starts at #000004, which turned the quietest mel cells lavender in the app."""
+    figures = every_figure(model)
     for fig in figures:
         spec = fig.to_plotly_json()
         spec["layout"].pop("template", None)  # Streamlit's own template uses those colours on purpose
@@ -229,3 +298,14 @@ def test_live_maps_scroll_over_the_last_seconds_in_bytes() -> None:
     assert np.asarray(empty.data[0].z).shape == (40, 0)
     with pytest.raises(ValueError, match="same number of columns"):
         live_maps(learned, mel[:, :10])
+
+
+def test_titles_sit_above_their_plot_below_the_toolbar_and_legends_underneath(model):
+    """On a phone the toolbar (top right) covered titles, and legends beside a plot took half its width."""
+    for fig in every_figure(model):
+        title = fig.layout.title
+        assert title.text and len(title.text) <= 48, title.text  # fits a 390 px phone at this size
+        assert title.yref == "paper" and title.yanchor == "bottom" and title.xanchor == "left"
+        assert fig.layout.margin.t >= plots.TOP_MARGIN  # the toolbar's row above the title
+        if fig.layout.showlegend:
+            assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
