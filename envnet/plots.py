@@ -405,49 +405,46 @@ def _levels(z: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.round(np.clip((z - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
 
 
-def _level_bar(lo: float, hi: float, fmt: str, title: str, x: float) -> dict:
+def _level_bar(lo: float, hi: float, fmt: str, title: str) -> dict:
+    """A colour bar over byte levels that reads in the map's own units."""
     ticks = np.linspace(0, 255, 5)
-    return {"title": title, "x": x, "len": 0.9, "thickness": 12, "tickvals": ticks.tolist(),
+    return {"title": {"text": title, "side": "right"}, "len": 0.95, "thickness": 12, "tickvals": ticks.tolist(),
             "ticktext": [format(lo + (hi - lo) * t / 255, fmt) for t in ticks]}
 
 
-def live_maps(learned, mel, *, first_frame: int = 0, seconds: float = 6.0, order: Sequence[int] | None = None,
-              meta: dict | None = None) -> go.Figure:
-    """The Live page's scrolling pair: the newest learned and mel columns, the time axis in seconds since
-    Start covering the last `seconds` (it fills from the right), drawn four times a second.
+def live_map(values, kind: str, *, first_frame: int = 0, seconds: float = 6.0, order: Sequence[int] | None = None,
+             centres=None, meta: dict | None = None, height: int = 320) -> go.Figure:
+    """One of the Live page's scrolling maps, kind "learned" or "mel": the newest columns, the time axis in
+    seconds since Start covering the last `seconds` (it fills from the right), redrawn four times a second.
+    Scales and axes as spectrogram_pair's: the learned map in dB re its loudest cell (of the last seconds),
+    rows in Hz when `order` and `centres` are given; the mel map's loudest 80 dB.
 
     Lean on purpose: bytes rather than floats, x as start + step rather than arrays, no per-cell hover
-    data, no make_subplots; `meta` rides along (the page stamps when its audio arrived, for latency)."""
-    L, M = _np(learned), _np(mel)
-    if L.shape[1] != M.shape[1] or L.ndim != 2 or M.ndim != 2:
-        raise ValueError(f"need two maps with the same number of columns, got {L.shape} and {M.shape}")
-    rows = np.arange(L.shape[0]) if order is None else np.asarray(order)
-    L = L[rows]
-    l_hi = float(L.max()) if L.size else 1.0
-    m_hi = float(M.max()) if M.size else 0.0
-    m_lo = m_hi - MEL_RANGE_DB
+    data; `meta` rides along (the page stamps when its audio arrived, for measuring latency)."""
+    if kind not in ("learned", "mel"):
+        raise ValueError(f"kind must be 'learned' or 'mel', not {kind!r}")
+    z = _np(values)
+    if z.ndim != 2:
+        raise ValueError(f"need a 2-D map (bands × frames), got shape {z.shape}")
+    n = z.shape[0]
+    if kind == "learned":
+        rows = np.arange(n) if order is None else np.asarray(order)
+        z, lo, hi, colours, bar = activation_db(z[rows]), LEARNED_FLOOR_DB, 0.0, "Viridis", "dB re loudest"
+        if order is not None and centres is not None:
+            yaxis = {"title_text": "filter centre (Hz)", **_hz_ticks(np.asarray(centres, dtype=float)[rows])}
+        else:
+            yaxis = {"title_text": "filter (by centre frequency)" if order is not None else "filter"}
+    else:
+        hi = float(z.max()) if z.size else 0.0
+        lo, colours, bar = hi - MEL_RANGE_DB, MAGMA, "dB"
+        yaxis = {"title_text": "mel band centre (Hz)", **_hz_ticks(mel_band_centres(n))}
     x0 = (first_frame * POOL + FRAME_CENTRE) / SAMPLE_RATE
     dx = POOL / SAMPLE_RATE
-    end = x0 + max(L.shape[1] - 1, 0) * dx
-    fig = go.Figure()
-    fig.add_trace(go.Heatmap(z=_levels(L, 0.0, l_hi), x0=x0, dx=dx, colorscale="Viridis", zmin=0, zmax=255,
-                             name="learned", xaxis="x", yaxis="y", hoverinfo="skip",
-                             colorbar=_level_bar(0.0, l_hi, ".2g", "activation", 0.44)))
-    fig.add_trace(go.Heatmap(z=_levels(M, m_lo, m_hi), x0=x0, dx=dx, colorscale=MAGMA, zmin=0, zmax=255,
-                             name="mel", xaxis="x2", yaxis="y2", hoverinfo="skip",
-                             colorbar=_level_bar(m_lo, m_hi, ".0f", "dB", 1.0)))
-    axis = {"range": [end - seconds, end], "title": {"text": "time since Start (s)"}}
-    fig.update_layout(
-        height=340, margin={"l": 50, "r": 20, "t": 40, "b": 40}, meta=meta or {},
-        xaxis={**axis, "domain": [0.0, 0.40]}, xaxis2={**axis, "domain": [0.56, 0.96], "anchor": "y2"},
-        yaxis={"title": {"text": "filter (by centre frequency)" if order is not None else "filter"}},
-        yaxis2={"title": {"text": "mel band (low → high)"}, "anchor": "x2"},
-        annotations=[
-            {"text": LIVE_LEARNED_TITLE, "x": 0.20, "y": 1.0, "xref": "paper", "yref": "paper", "xanchor": "center",
-             "yanchor": "bottom", "showarrow": False, "font": {"size": 16}},
-            {"text": LIVE_MEL_TITLE, "x": 0.76, "y": 1.0, "xref": "paper", "yref": "paper", "xanchor": "center",
-             "yanchor": "bottom", "showarrow": False, "font": {"size": 16}},
-        ],
-        uirevision="live",
-    )
+    end = x0 + max(z.shape[1] - 1, 0) * dx
+    fig = go.Figure(go.Heatmap(z=_levels(z, lo, hi), x0=x0, dx=dx, colorscale=colours, zmin=0, zmax=255, name=kind,
+                               hoverinfo="skip", colorbar=_level_bar(lo, hi, ".0f", bar)))
+    _layout(fig, LIVE_LEARNED_TITLE if kind == "learned" else LIVE_MEL_TITLE, height, left=60, right=10)
+    fig.update_layout(meta=meta or {}, uirevision=kind)
+    fig.update_xaxes(range=[end - seconds, end], title_text="time since Start (s)")
+    fig.update_yaxes(range=[-0.5, n - 0.5], **yaxis)
     return fig

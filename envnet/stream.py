@@ -39,7 +39,7 @@ from envnet.spectra import MEL_PAD, N_FFT, learned_spectrogram, mel_frames
 CONTEXT = WINDOW - N_FRAMES * POOL  # 14: the samples the two 8-tap convolutions eat
 MEL_RIGHT = N_FFT - MEL_PAD  # 287: mel column g ends at sample 160 g + 287 (exclusive)
 HISTORY_SECONDS = 6.0  # what the Live page scrolls over
-MAX_PENDING_SECONDS = 2.0  # audio waiting for update(); older audio is dropped, never queued without bound
+MAX_PENDING_SECONDS = 3.0  # audio waiting for update(); older audio is dropped, never queued without bound
 
 
 def mixdown(pcm: np.ndarray, channels: int = 1, planar: bool = False) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Live microphone: EnvNet's learned spectrogram and a mel spectrogram scrolling as it listens.
 
-Widgets: the WebRTC player (its buttons "Start" / "Stop"); toggle "Order learned filters by centre frequency"
-(key live_sort); number input "Top classes to show" (key live_topk); button "Capture the last 1.5 s for
-Classify" (key live_capture). Figures: "Learned spectrogram, live" beside "Mel spectrogram, live"; "Top classes".
+Widgets: the WebRTC player (its buttons "Start" / "Stop"); button "Capture the last 1.5 s for Classify" (key
+live_capture); in the expander "Display settings", toggle "Order learned filters by centre frequency" (key
+live_sort) and number input "Top classes to show" (key live_topk). Figures, once sound has arrived:
+"Learned spectrogram, live" beside "Mel spectrogram, live" (stacked on a phone); "Top classes".
 
 The streaming itself is envnet/stream.py; this page only wires the browser's microphone to it and draws.
 """
@@ -18,7 +19,7 @@ from envnet import plots
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.session import cached_frequency_response
 from envnet.stream import STREAMS, LiveStream, rtc_configuration
-from pages._ui import current_checkpoint, model_key_of, page_setup
+from pages._ui import chart, charts_side_by_side, current_checkpoint, model_key_of, page_setup
 
 KEY = "live_mic"  # streamlit-webrtc keeps its context under this key in session_state
 STREAM = "live_stream"  # this session's LiveStream: private to the browser tab
@@ -26,6 +27,7 @@ OWNER = "live_owner"  # this session's name in the server-wide stream cap
 MODEL = "live_model"  # which model the stream was built for
 STARTED = "live_started"  # time.time() when the current stream started (None when stopped)
 CLIP = "classify_clip"  # Classify's clip: {"id", "name", "wave"} (pages/classify.py)
+GO_CLASSIFY = "live_go_classify"  # set by Capture: the next full run opens Classify
 UPDATE_EVERY = 0.25  # seconds: the maps and the verdict refresh four times a second
 NO_AUDIO_AFTER = 8.0  # seconds playing without audio before the page says the connection failed
 RECORD_HINT = ("**Classify → Record** always works: it records in the browser and sends the clip as a file, "
@@ -59,18 +61,22 @@ def verdict_text(pred) -> str:
     return f"Best guess: {best} ({p:.0%})"
 
 
-def capture(live: LiveStream) -> None:
-    wave = live.capture()
+def capture() -> None:
+    """The Capture button's callback: keep the last 1.5 s as Classify's clip, and go there on the next full run.
+    (Switching pages from inside the auto-refreshing fragment left Classify blank in Chromium.)"""
+    wave = st.session_state[STREAM].capture()
     if wave.numel() < SAMPLE_RATE // 10:
         st.session_state["live_flash"] = "Nothing to capture yet: press Start and make a sound first."
         return
-    STREAMS.release(st.session_state[OWNER])
     stamp = time.strftime("%H:%M:%S")
     st.session_state[CLIP] = {"id": f"live:{uuid.uuid4().hex[:8]}", "name": f"live capture {stamp}", "wave": wave}
-    st.switch_page("pages/classify.py")
+    st.session_state[GO_CLASSIFY] = True
 
 
 page_setup()
+if st.session_state.pop(GO_CLASSIFY, False):
+    STREAMS.release(st.session_state.get(OWNER, ""))
+    st.switch_page("pages/classify.py")
 st.header("Live microphone")
 st.caption("Press Start and make a sound: the 40 filters EnvNet learned and a 40-band mel spectrogram scroll by "
            "as it listens, and its answer for the last 1.5 s updates four times a second.")
@@ -96,7 +102,6 @@ owner = st.session_state.setdefault(OWNER, uuid.uuid4().hex)
 live = stream_for(ck)
 previous = st.session_state.get(KEY)  # streamlit-webrtc's context: its state is current before the widget draws
 playing = bool(previous is not None and previous.state.playing)
-signalling = bool(previous is not None and previous.state.signalling)
 if playing:
     allowed = STREAMS.acquire(owner)
 else:
@@ -147,16 +152,6 @@ if not now_playing:
                "only the last few seconds, and only while the stream runs. Nothing happening after Start? "
                + RECORD_HINT)
 
-c1, c2, c3 = st.columns([2, 1, 2], vertical_alignment="bottom")
-sort = c1.toggle("Order learned filters by centre frequency", value=True, key="live_sort",
-                 help="Stack the learned filters from low to high frequency so the map reads like a spectrogram.")
-k = c2.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="live_topk")
-if c3.button("Capture the last 1.5 s for Classify", key="live_capture", icon=":material/photo_camera:",
-             help="Freeze what you just heard and open it on the Classify page, with every detail there."):
-    capture(live)
-if "live_flash" in st.session_state:
-    st.info(st.session_state.pop("live_flash"))
-order = cached_frequency_response(ck.model).order if sort else None
 
 
 @st.fragment(run_every=UPDATE_EVERY if now_playing else None)
@@ -167,23 +162,42 @@ def show() -> None:
         started = st.session_state.get(STARTED) or time.time()
         if view.seconds == 0 and time.time() - started > NO_AUDIO_AFTER:
             connection_trouble()
-    fig = plots.live_maps(view.learned, view.mel, first_frame=view.first_frame, order=order,
-                          meta={"arrived": view.arrived, "drawn": time.time(), "seconds": view.seconds})
-    st.plotly_chart(fig, width="stretch", theme=None, key="live_maps")
+    if view.learned.shape[1] == 0:
+        st.info("Press Start above to listen." if not now_playing else "Waiting for the microphone…")
+    else:
+        fr = cached_frequency_response(ck.model)
+        order = fr.order if st.session_state.get("live_sort", True) else None
+        meta = {"arrived": view.arrived, "drawn": time.time(), "seconds": view.seconds}
+        charts_side_by_side(  # side by side; one above the other on a phone
+            [plots.live_map(view.learned, "learned", first_frame=view.first_frame, order=order, centres=fr.centres,
+                            meta=meta),
+             plots.live_map(view.mel, "mel", first_frame=view.first_frame, meta=meta)],
+            ["live_learned", "live_mel"])
     left, right = st.columns([3, 2])
-    if view.prediction is not None:
-        right.markdown(f"**{verdict_text(view.prediction)}**")
-        right.plotly_chart(plots.topk_figure(view.prediction.top(int(k))), width="stretch", theme=None,
-                           key="live_top")
-    elif now_playing:
-        right.info(f"Listening… the first answer comes after {WINDOW / SAMPLE_RATE:.1f} s of sound.")
-    if view.seconds:
-        level = "silent" if view.level_db < -90 else f"input level {view.level_db:.0f} dBFS"
-        left.caption(f"{view.seconds:.1f} s heard · {level}"
-                     + (f" · {view.dropped_seconds:.1f} s dropped (the server fell behind)"
-                        if view.dropped_seconds else ""))
-    elif not now_playing:
-        left.info("Press Start above to listen.")
+    with left:
+        if view.prediction is not None:
+            st.markdown(f"**{verdict_text(view.prediction)}**")
+            k = int(st.session_state.get("live_topk", min(5, len(ck.classes))))
+            chart(plots.topk_figure(view.prediction.top(k)), "live_top")
+        elif now_playing and view.seconds:
+            st.info(f"Listening… the first answer comes after {WINDOW / SAMPLE_RATE:.1f} s of sound.")
+    with right:
+        if view.seconds:
+            level = "silent" if view.level_db < -90 else f"input level {view.level_db:.0f} dBFS"
+            st.caption(f"{view.seconds:.1f} s heard · {level}"
+                       + (f" · {view.dropped_seconds:.1f} s dropped (the server fell behind)"
+                          if view.dropped_seconds else ""))
+        st.button("Capture the last 1.5 s for Classify", key="live_capture", icon=":material/photo_camera:",
+                  on_click=capture, help="Freeze what you just heard and open it on the Classify page, with every "
+                                         "detail there.")
+        if st.session_state.get(GO_CLASSIFY):
+            st.rerun(scope="app")
+        if "live_flash" in st.session_state:
+            st.info(st.session_state.pop("live_flash"))
 
 
 show()
+with st.expander("Display settings"):
+    st.toggle("Order learned filters by centre frequency", value=True, key="live_sort",
+              help="Stack the learned filters from low to high frequency so the map reads like a spectrogram.")
+    st.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="live_topk")

@@ -262,6 +262,8 @@ def every_figure(model) -> list[go.Figure]:
         plots.timeline_figure(torch.full((3, 2), 0.5), [0, 8000, 16000], ["a", "b"]),
         *plots.training_curves([{"epoch": 1, "train_loss": 1.0, "train_acc": 0.4}], [(0.5, 1.2)]),
         plots.conv_arithmetic_figure(10, 3, 2, 1),
+        plots.live_map(learned_spectrogram(model, win), "learned", order=np.arange(40)[::-1]),
+        plots.live_map(mel_spectrogram(win), "mel"),
     ]
 
 
@@ -277,28 +279,34 @@ def test_no_figure_uses_a_colour_that_streamlit_rewrites(model):
 
 
 def test_live_maps_scroll_over_the_last_seconds_in_bytes() -> None:
-    from envnet.plots import LIVE_LEARNED_TITLE, LIVE_MEL_TITLE, live_maps
+    from envnet.plots import LIVE_LEARNED_TITLE, LIVE_MEL_TITLE, live_map
 
-    learned = np.tile(np.arange(40, dtype=np.float32)[:, None], (1, 300))  # row r has activation r
+    learned = np.ones((40, 300), np.float32)
+    learned[:, -1] = 10.0  # the newest column 20 dB above the rest
+    learned[5] = 0.0  # a silent filter
     mel = np.full((40, 300), -20.0, np.float32)
     mel[:, -1] = 10.0
-    fig = live_maps(learned, mel, first_frame=1000, order=np.arange(40)[::-1], meta={"arrived": 1.5})
-    lz, mz = (np.asarray(t.z) for t in fig.data)
-    assert lz.dtype == np.uint8 and lz.shape == mz.shape == (40, 300)
-    assert lz[0, 0] == 255 and lz[-1, 0] == 0  # re-stacked by `order`, scaled to the map's own peak
-    assert mz[0, -1] == 255 and mz[0, 0] == round(50 / 80 * 255)  # 30 dB below the peak of an 80 dB range
+    order = np.arange(40)[::-1]
+    fig = live_map(learned, "learned", first_frame=1000, order=order, centres=np.linspace(100, 7000, 40),
+                   meta={"arrived": 1.5})
+    lz = np.asarray(fig.data[0].z)
+    assert lz.dtype == np.uint8 and lz.shape == (40, 300)
+    assert lz[0, -1] == 255 and lz[0, 0] == round(40 / 60 * 255)  # -20 dB on a 60 dB scale
+    assert (lz[34] == 0).all()  # filter 5, re-stacked by `order`, at the floor
     bar = fig.data[0].colorbar
-    assert bar.ticktext[0] == "0" and bar.ticktext[-1] == "39"  # the colour bar speaks activations, not bytes
+    assert bar.ticktext[0] == "-60" and bar.ticktext[-1] == "0"  # the colour bar speaks dB, not bytes
+    assert fig.layout.yaxis.ticktext[0] == "7k"  # rows in Hz, highest filter first as `order` put it
     x_end = (1299 * 160 + 87) / 16000
     assert fig.layout.xaxis.range == (pytest.approx(x_end - 6), pytest.approx(x_end))
     assert fig.data[0].x0 == pytest.approx((1000 * 160 + 87) / 16000)
-    assert [a.text for a in fig.layout.annotations] == [LIVE_LEARNED_TITLE, LIVE_MEL_TITLE]
-    assert fig.layout.meta == {"arrived": 1.5}
-    empty = live_maps(np.zeros((40, 0)), np.zeros((40, 0)))
-    assert np.asarray(empty.data[0].z).shape == (40, 0)
-    with pytest.raises(ValueError, match="same number of columns"):
-        live_maps(learned, mel[:, :10])
-
+    assert fig.layout.title.text == LIVE_LEARNED_TITLE and fig.layout.meta == {"arrived": 1.5}
+    m = live_map(mel, "mel", first_frame=1000)
+    mz = np.asarray(m.data[0].z)
+    assert mz[0, -1] == 255 and mz[0, 0] == round(50 / 80 * 255)  # 30 dB below the peak of an 80 dB range
+    assert m.layout.title.text == LIVE_MEL_TITLE and m.data[0].colorbar.ticktext[-1] == "10"
+    assert np.asarray(live_map(np.zeros((40, 0)), "mel").data[0].z).shape == (40, 0)
+    with pytest.raises(ValueError, match="kind"):
+        live_map(mel, "chroma")
 
 def test_titles_sit_above_their_plot_below_the_toolbar_and_legends_underneath(model):
     """On a phone the toolbar (top right) covered titles, and legends beside a plot took half its width."""
