@@ -22,8 +22,12 @@ Examples = dict[str, list[tuple[str, torch.Tensor]]]  # class name → [(example
 SavedExamples = dict[str, list[tuple[str, "torch.Tensor | bytes"]]]
 
 MAX_FILES = 1000
-MAX_UNPACKED_BYTES = 1 << 30  # a zip that would unpack to more than 1 GiB is refused, not read
 MAX_TOTAL_SECONDS = 10 * 60  # decoded audio kept in memory per zip (and per session, see pages/train.py)
+# What the app can use from one zip is MAX_TOTAL_SECONDS of sound; stored as 48 kHz stereo float32 (the
+# bulkiest common recording) that is 230 MB, so a zip claiming to unpack to more is refused unread. One
+# member may hold a minute of that (23 MB), with room for headers and other layouts.
+MAX_UNPACKED_BYTES = 256 << 20
+MAX_MEMBER_BYTES = 32 << 20
 
 
 def to_zip(examples: SavedExamples) -> bytes:
@@ -58,7 +62,7 @@ def from_zip(data: bytes, trim: bool = True) -> tuple[Examples, list[str]]:
         if len(members) > MAX_FILES:
             raise ValueError(f"the zip holds {len(members)} files; at most {MAX_FILES} are read")
         if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
-            raise ValueError(f"the zip would unpack to more than {MAX_UNPACKED_BYTES / 2**30:g} GiB; it was not read")
+            raise ValueError(f"the zip would unpack to more than {MAX_UNPACKED_BYTES >> 20} MB; it was not read")
         examples: Examples = {}
         problems = []
         total = 0  # samples decoded so far
@@ -69,10 +73,16 @@ def from_zip(data: bytes, trim: bool = True) -> tuple[Examples, list[str]]:
             if len(path.parts) < 2:
                 problems.append(f"{m.filename}: not inside a class folder")
                 continue
+            if m.file_size > MAX_MEMBER_BYTES:
+                problems.append(f"{m.filename}: {m.file_size / 2**20:.0f} MB unpacked; one file may be at most "
+                                f"{MAX_MEMBER_BYTES >> 20} MB")
+                continue
             if total >= MAX_TOTAL_SECONDS * SAMPLE_RATE:
                 problems.append(f"{m.filename} and the rest: over {describe_seconds(MAX_TOTAL_SECONDS)} of sound, not loaded")
                 break
             try:
+                # load_audio checks the rate, channels and length from the header before decoding, then
+                # decodes in blocks, mixing down as it goes: memory stays near the mono result.
                 wave = load_audio(zf.read(m), trim=trim)
             except (AudioError, zipfile.BadZipFile, OSError, RuntimeError) as e:  # RuntimeError: encrypted
                 problems.append(f"{m.filename}: {e}")

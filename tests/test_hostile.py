@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 from conftest import TINY_CLASSES, encode, sine, tiny_model
 from safetensors.torch import save as st_save
 
-from envnet import audio, checkpoint
+from envnet import audio, checkpoint, recordings
 from envnet.audio import AudioError, DecodeError, UnsupportedRateError, load_audio
 from envnet.checkpoint import CheckpointError, card_from_bytes, from_bytes, make_card, state_bytes
 from envnet.cli import main
@@ -163,6 +164,65 @@ def test_many_channels_are_mixed_down_block_by_block(tmp_path) -> None:
     assert out["samples"] == 60 * 16_000
     # The file's bytes (46 MB) and the mono result (15 MB at 48 kHz, 4 MB at 16 kHz) are all that is held.
     assert out["peak_mb"] < 130, out
+
+
+# ---------------------------------------------------------------- examples zips
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_a_many_channel_member_decodes_in_bounded_memory(tmp_path) -> None:
+    """Was: a 0.48 MB zip holding a 64-channel 8-bit WAV peaked 2.8 GB higher. Now more than 16 channels
+    are refused from the header, and up to 16 are mixed down block by block."""
+    x = np.zeros((30 * 48_000, 16), np.float32)
+    x[:, 0] = sine(440, 30.0, 48_000)
+    wide = zip_of({"wide/16.wav": wav_bytes(x, 48_000, "PCM_U8"),
+                   "wide/64.wav": wav_bytes(np.zeros((48_000, 64), np.float32), 48_000, "PCM_U8"),
+                   "ok/tone.wav": encode(sine(440, 1.0))})
+    assert len(wide) < 3_000_000
+    out = measured("""
+        examples, problems = envnet.recordings.from_zip(open(paths["wide.zip"], "rb").read(), trim=False)
+        out["examples"] = {k: [w.numel() for _, w in v] for k, v in examples.items()}
+        out["problems"] = problems
+    """, tmp_path, **{"wide.zip": wide})
+    assert out["examples"] == {"wide": [30 * 16_000], "ok": [16_000]}, out
+    assert len(out["problems"]) == 1 and "64 channels" in out["problems"][0]
+    assert out["peak_mb"] < 80, out  # decoding the 16 channels whole was 92 MB of float32 on its own
+
+
+def test_an_oversized_member_is_skipped_unread() -> None:
+    big = b"RIFF" + b"\0" * (recordings.MAX_MEMBER_BYTES + 1)
+    examples, problems = recordings.from_zip(zip_of({"a/big.wav": big, "a/ok.wav": encode(sine(440, 0.5)),
+                                                     "b/ok.wav": encode(sine(880, 0.5))}))
+    assert sorted(examples) == ["a", "b"]
+    assert len(problems) == 1 and "at most 32 MB" in problems[0]
+
+
+def test_ten_one_sample_files_at_odd_rates_take_little_time(tmp_path) -> None:
+    """Was: ten one-sample files at different rates in a 1.4 kB zip cost 12 s of CPU."""
+    rates = [16_001, 16_003, 22_051, 44_101, 44_103, 48_001, 96_001, 11_027, 32_003, 8_001]
+    data = zip_of({f"c{i % 2}/{i}.wav": wav_bytes(np.full(1, 0.5, np.float32), r) for i, r in enumerate(rates)})
+    assert len(data) < 3000
+    out = measured("""
+        try:
+            envnet.recordings.from_zip(open(paths["odd.zip"], "rb").read())
+        except ValueError as e:
+            out["error"] = str(e)
+    """, tmp_path, **{"odd.zip": data})
+    assert out["seconds"] < 3 and out["peak_mb"] < 100, out
+
+
+def test_the_unpacked_limit_fits_what_the_app_keeps() -> None:
+    """The zip limit comes from the session's sound budget, not an arbitrary gigabyte."""
+    bulkiest = recordings.MAX_TOTAL_SECONDS * 48_000 * 2 * 4  # 48 kHz stereo float32
+    assert bulkiest <= recordings.MAX_UNPACKED_BYTES <= 1.2 * bulkiest
+    assert 60 * 48_000 * 2 * 4 <= recordings.MAX_MEMBER_BYTES <= recordings.MAX_UNPACKED_BYTES
 
 
 # ---------------------------------------------------------------- model cards and weights
