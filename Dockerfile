@@ -5,12 +5,14 @@ FROM python:3.11-slim
 # Spaces run the container as user 1000; give it a home so that caches (torch, streamlit) are writable.
 RUN useradd --create-home --uid 1000 user
 USER user
-# A Space is shown inside an iframe on huggingface.co, where Streamlit's XSRF cookie is a blocked third-party
-# cookie: with the protection on, every upload fails with "403". Only the Space's proxy reaches the server.
+# A Space is shown inside an iframe on huggingface.co, where Streamlit's default (SameSite=Lax) XSRF cookie is
+# a third-party cookie the browser does not send, so uploads would fail with "403". XSRF protection stays on
+# with the cookie marked SameSite=None (Streamlit then adds Secure; a Space is served over HTTPS).
 ENV HOME=/home/user \
     PATH=/home/user/.local/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false \
+    STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=true \
+    STREAMLIT_SERVER_XSRF_COOKIE_SAME_SITE=none \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
     ENVNET_PUBLIC=1
 WORKDIR /home/user/app

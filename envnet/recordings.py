@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from envnet.audio import AUDIO_EXTENSIONS, AudioError, load_audio, to_wav_bytes
+from envnet.checkpoint import name_problem
 from envnet.data import Clip, Dataset
 from envnet.model import SAMPLE_RATE
 
@@ -72,6 +73,9 @@ def from_zip(data: bytes, trim: bool = True) -> tuple[Examples, list[str]]:
                 continue  # READMEs, CSVs and the like are not examples
             if len(path.parts) < 2:
                 problems.append(f"{m.filename}: not inside a class folder")
+                continue
+            if problem := name_problem(path.parent.name, "class name"):  # it would end up in a model card
+                problems.append(f"{m.filename}: {problem}")
                 continue
             if m.file_size > MAX_MEMBER_BYTES:
                 problems.append(f"{m.filename}: {m.file_size / 2**20:.0f} MB unpacked; one file may be at most "

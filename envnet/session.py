@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envnet import checkpoint
+from envnet import checkpoint, limits
 from envnet.checkpoint import CHECKPOINT_DIR, Checkpoint
 from envnet.data import Dataset
 from envnet.model import EnvNet
@@ -34,6 +35,7 @@ from envnet.train import TrainConfig, Trainer
 HEARTBEAT_TIMEOUT = float(os.environ.get("ENVNET_HEARTBEAT_TIMEOUT", "90"))
 MAX_BATCH_LOSSES = 2000  # enough points for a smooth curve; bounded so a long run's memory stays flat
 KEPT_RUNS = 4  # finished runs the server keeps findable by token; each holds a model in memory
+SHARED_QUOTA_BYTES = 1 << 30  # checkpoints/ may grow to this with visitors' shared models (a 4096-wide one is 97 MB)
 
 
 # ---- names and paths ----------------------------------------------------------------------------
@@ -59,6 +61,28 @@ def checkpoint_stem(name: str, folder: Path = CHECKPOINT_DIR) -> Path:
         raise checkpoint.CheckpointError(f"names starting with “{RESERVED_PREFIX}” are kept for the shipped models; "
                                          "choose another name")
     return stem
+
+
+def share(ckpt: Checkpoint, folder: Path = CHECKPOINT_DIR, quota: int = SHARED_QUOTA_BYTES) -> Path:
+    """Save a visitor's model into the shared folder under its own name, labelled as shared by a visitor.
+    Refused on a public server, over the folder's quota, for a shipped model's name, and for a name that
+    exists (the check and the write are one step: see checkpoint.save(exclusive=True))."""
+    if limits.public():
+        raise checkpoint.CheckpointError(SHARE_OFF)
+    stem = checkpoint_stem(ckpt.name, folder)
+    weights = checkpoint.state_bytes(ckpt.model)
+    used = sum(p.stat().st_size for p in folder.glob("*") if p.is_file()) if folder.is_dir() else 0
+    if used + len(weights) > quota:
+        raise checkpoint.CheckpointError(
+            f"the server's space for shared models is full ({used / 1e6:.0f} of {quota / 1e6:.0f} MB used); "
+            "download your model instead")
+    card = {**ckpt.card, "name": stem.name, "shared_by": "a visitor"}
+    checkpoint.save(stem, ckpt.model, card, exclusive=True)
+    return stem
+
+
+SHARE_OFF = ("sharing is off on this public server: a model shared here would be offered to every visitor "
+             "without anyone checking it. Download it instead, and upload it in the sidebar where you need it.")
 
 
 # ---- per-model caches ---------------------------------------------------------------------------
@@ -125,7 +149,7 @@ def _remember(job: TrainingJob) -> None:
         _runs[job.token] = job
         finished = [t for t, j in _runs.items() if not j.running and j is not job]
         for token in finished[: max(0, len(_runs) - KEPT_RUNS)]:  # oldest first: dicts keep insertion order
-            del _runs[token]
+            _runs.pop(token).remove_files()
 
 
 def find_run(token: str) -> TrainingJob | None:
@@ -171,7 +195,18 @@ class TrainingJob:
 
     def __init__(self, train_ds: Dataset, val_ds: Dataset | None, config: TrainConfig, name: str,
                  slot: TrainingSlot = SLOT, out_dir: Path | None = None,
-                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> None:
+                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT, max_seconds: float | None = None) -> None:
+        # Class names end up in the model card, shown to whoever loads the model: checked before training.
+        for c in train_ds.classes:
+            if problem := checkpoint.name_problem(c, "class name"):
+                raise ValueError(problem)
+        if limits.public():
+            # One visitor must not hold the only training slot for days (forged widget values included).
+            if config.epochs > limits.PUBLIC_MAX_EPOCHS:
+                raise ValueError(f"{config.epochs} epochs asked for; this public server trains at most "
+                                 f"{limits.PUBLIC_MAX_EPOCHS} per run")
+            max_seconds = min(max_seconds or limits.PUBLIC_MAX_TRAIN_SECONDS, limits.PUBLIC_MAX_TRAIN_SECONDS)
+        self.max_seconds = max_seconds
         self.id = uuid.uuid4().hex[:12]
         self.token = secrets.token_urlsafe(12)  # finds the run again from another session: see find_run
         self.name = safe_name(name, "my-model")
@@ -182,9 +217,10 @@ class TrainingJob:
         self._time_left = TimeLeft(config.epochs)
         self._last_beat = time.time()
         # A run writes its checkpoint to a private temp folder: nothing shared is overwritten, and the
-        # model survives even if the browser that started the run is gone.
-        out_dir = Path(out_dir or tempfile.mkdtemp(prefix=f"envnet-run-{self.id}-"))
-        self.out = out_dir / self.name
+        # model survives even if the browser that started the run is gone. The folder is made when the run
+        # starts (not when the slot was busy) and removed when the server forgets the run (see _remember).
+        self._own_dir = out_dir is None
+        self.out = Path(out_dir or tempfile.gettempdir()) / self.name
         self.trainer = Trainer(train_ds, val_ds, config, out=self.out, callbacks=[self._on_event],
                                card_extra={"trained_in": "EnvNet Sound Lab app"})
         self.result: Checkpoint | None = None
@@ -198,6 +234,9 @@ class TrainingJob:
         """Take the server's training slot and start; False (and nothing started) when it is busy."""
         if not self.slot.acquire(self.id):
             return False
+        if self._own_dir:
+            self.out = Path(tempfile.mkdtemp(prefix=f"envnet-run-{self.id}-")) / self.name
+            self.trainer.out = self.out
         with self._lock:
             self._state.status = "running"
         self.started_at = time.time()
@@ -224,7 +263,15 @@ class TrainingJob:
             # its optimizer's momentum (as large as the model) or its training data.
             self.trainer.opt.state.clear()
             self.trainer.train_ds = self.trainer.val_ds = None
+            # The full-precision resume state (twice the model) serves only `envnet train --resume`.
+            for p in self.trainer._state_paths():
+                p.unlink(missing_ok=True)
             self.slot.release(self.id)
+
+    def remove_files(self) -> None:
+        """Delete the run's private temp folder (its checkpoint), once the server forgets the run."""
+        if self._own_dir and self.out.parent.name.startswith("envnet-run-") and not self.running:
+            shutil.rmtree(self.out.parent, ignore_errors=True)
 
     def stop(self) -> None:
         self.trainer.stop()
@@ -262,6 +309,11 @@ class TrainingJob:
             self.trainer.stop()
             with self._lock:
                 self._state.message = "Stopped: nobody was watching (the page was closed)."
+        if self.max_seconds is not None and self.elapsed > self.max_seconds and not self.trainer.stopped:
+            self.trainer.stop()
+            with self._lock:
+                self._state.message = (f"Stopped at this server's limit of {self.max_seconds / 60:g} minutes per "
+                                       "training run; the model keeps what it learned.")
         kind = ev["kind"]
         with self._lock:
             s = self._state

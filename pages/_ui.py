@@ -6,12 +6,13 @@ which nobody can change from the app, are cached once per server with st.cache_r
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
 import streamlit as st
 
-from envnet import checkpoint, plots
+from envnet import checkpoint, limits, plots
 from envnet.checkpoint import Checkpoint, CheckpointError, from_bytes
 from envnet.session import find_run
 
@@ -34,6 +35,27 @@ def load_shipped(name: str, mtime_ns: int) -> Checkpoint:
     return checkpoint.load(checkpoint.CHECKPOINT_DIR / name)
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&])")
+
+
+def plain(text: object) -> str:
+    """Text from a model card or a visitor, escaped so that st.markdown shows it as typed: no link, image,
+    formatting or emoji code can come from a name (names are also restricted: checkpoint.name_problem)."""
+    return _MARKDOWN.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
+def release_upload(f) -> None:
+    """Drop an uploaded file's bytes from the server once used: Streamlit otherwise keeps every upload of a
+    session in memory until the session ends, refused ones included."""
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        ctx.uploaded_file_mgr.remove_file(ctx.session_id, f.file_id)
+    except Exception:  # no runtime (a bare script) or a Streamlit without this manager: nothing held to free
+        pass
+
+
 def shipped() -> dict[str, tuple[Path, dict]]:
     return {f"file:{name}": (stem, card) for name, stem, card in checkpoint.list_checkpoints()}
 
@@ -43,7 +65,18 @@ def session_models() -> dict[str, Checkpoint]:
 
 
 def add_session_model(key: str, ckpt: Checkpoint, select: bool = True) -> str:
-    session_models()[key] = ckpt
+    """Keep a trained or uploaded model in this session: at most limits.MAX_SESSION_MODELS, the oldest
+    dropped first (each may hold 200 MB), with a note in the sidebar saying which."""
+    models = session_models()
+    models[key] = ckpt
+    while len(models) > limits.MAX_SESSION_MODELS:
+        old = next(iter(models))
+        dropped = models.pop(old)
+        if st.session_state.get(CHOICE) == old:
+            st.session_state[CHOICE] = key
+        st.session_state["sidebar_flash_warning"] = (
+            f"“{dropped.name}” was removed from this session: it keeps at most {limits.MAX_SESSION_MODELS} "
+            "models, oldest out first.")
     if select:
         st.session_state[CHOICE] = key
     return key
@@ -51,7 +84,8 @@ def add_session_model(key: str, ckpt: Checkpoint, select: bool = True) -> str:
 
 def model_options() -> dict[str, str]:
     """key → label, shipped first (the default at the top), then this session's models."""
-    opts = {k: f"{stem.name} (shipped)" for k, (stem, _card) in shipped().items()}
+    opts = {k: f"{stem.name} ({'shared by a visitor' if card.get('shared_by') else 'shipped'})"
+            for k, (stem, card) in shipped().items()}
     for k, ck in session_models().items():
         label = f"{ck.name} ({'trained here' if k.startswith('session:trained') else 'uploaded'})"
         n = sum(1 for v in opts.values() if v == label or v.startswith(label + " #"))
@@ -150,10 +184,12 @@ def model_key_of(ckpt: Checkpoint) -> str:
 
 def model_card(ck) -> None:
     card = ck.card
-    st.markdown(f"**{ck.name}** — {len(ck.classes)} classes")
-    st.write(", ".join(ck.classes))
+    st.markdown(f"**{plain(ck.name)}** — {len(ck.classes)} classes")
+    if card.get("shared_by"):
+        st.caption(f"Shared on this server by {plain(card['shared_by'])}: not checked by anyone.")
+    st.markdown(", ".join(plain(c) for c in ck.classes))
     if card.get("note"):
-        st.caption(card["note"])
+        st.caption(plain(card["note"]))
     metrics = card.get("metrics") or {}
     if "val_acc" in metrics:
         st.metric("Validation accuracy", f"{metrics['val_acc']:.1%}")
@@ -165,24 +201,39 @@ def model_card(ck) -> None:
         st.json({k: recipe[k] for k in keys if k in recipe}, expanded=False)
     data = card.get("data") or {}
     if data:
-        st.caption(f"Data: {data.get('source', '?')} — {data.get('n_train', '?')} training clips, "
+        st.caption(f"Data: {plain(data.get('source', '?'))} — {data.get('n_train', '?')} training clips, "
                    f"{data.get('n_val', 0)} validation clips")
     with st.popover("Whole card (JSON)"):
         st.json({k: v for k, v in card.items() if k != "history"})
 
 
+UPLOAD_ROUND = "upload_round"  # bumped after each "Add this model": new uploader keys, emptied uploaders
+
+
 def upload_model() -> None:
-    weights = st.file_uploader("Weights (.safetensors)", type=["safetensors"], key="upload_weights")
-    card = st.file_uploader("Model card (.json)", type=["json"], key="upload_card")
+    n = st.session_state.get(UPLOAD_ROUND, 0)
+    suffix = f"_{n}" if n else ""
+    weights = st.file_uploader("Weights (.safetensors)", type=["safetensors"], key=f"upload_weights{suffix}",
+                               help=f"At most {checkpoint.MAX_BYTES >> 20} MB, float weights.")
+    card = st.file_uploader("Model card (.json)", type=["json"], key=f"upload_card{suffix}",
+                            help=f"At most {checkpoint.MAX_CARD_BYTES // 1_000_000} MB.")
     if st.button("Add this model", key="add_uploaded_model", disabled=not (weights and card)):
+        # Whatever happens, the two files leave the server's memory and the uploaders are emptied.
+        st.session_state[UPLOAD_ROUND] = n + 1
         try:
             ck = from_bytes(weights.getvalue(), card.getvalue())
         except CheckpointError as e:
-            st.error(f"This model cannot be used: {e}")
-            return
-        add_session_model(f"session:uploaded-{uuid.uuid4().hex[:8]}", ck)
-        st.session_state["sidebar_flash"] = f"Added {ck.name} ({len(ck.classes)} classes); it is now selected."
+            st.session_state["sidebar_flash_error"] = f"This model cannot be used: {e}"
+        else:
+            add_session_model(f"session:uploaded-{uuid.uuid4().hex[:8]}", ck)
+            st.session_state["sidebar_flash"] = (f"Added {ck.name} ({len(ck.classes)} classes); it is now "
+                                                 "selected.")
+        finally:
+            release_upload(weights)
+            release_upload(card)
         st.rerun()
+    if msg := st.session_state.pop("sidebar_flash_error", None):
+        st.error(msg)
 
 
 def _picked() -> None:

@@ -22,14 +22,14 @@ import uuid
 
 import streamlit as st
 
-from envnet import checkpoint, plots, recordings
+from envnet import checkpoint, limits, plots, recordings
 from envnet.audio import AudioError, load_audio, to_wav_bytes
 from envnet.data import Dataset, load_waves, read_dataset, read_esc50
 from envnet.examples import dataset_roots
 from envnet.model import SAMPLE_RATE
-from envnet.session import HEARTBEAT_TIMEOUT, SLOT, TrainingJob, checkpoint_stem, safe_name
+from envnet.session import HEARTBEAT_TIMEOUT, SHARE_OFF, SLOT, TrainingJob, safe_name, share
 from envnet.train import TrainConfig
-from pages._ui import ADDED, JOB, chart, charts_side_by_side, page_setup
+from pages._ui import ADDED, JOB, chart, charts_side_by_side, page_setup, release_upload
 
 OWN = "own_classes"  # {class name: {"id": str, "clips": [{"id", "name", "wave", "wav" (its player's bytes)}]}}
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
@@ -47,6 +47,8 @@ def add_class() -> None:
     classes = own_classes()
     if not name:
         st.session_state["own_msg"] = "Type a name for the class first."
+    elif problem := checkpoint.name_problem(name, "class name"):
+        st.session_state["own_msg"] = problem[0].upper() + problem[1:] + "."
     elif name in classes:
         st.session_state["own_msg"] = f"There is already a class called “{name}”."
     else:
@@ -107,6 +109,7 @@ def own_classes_editor() -> None:
             ups = st.file_uploader(f"Add examples to “{name}”", accept_multiple_files=True, key=f"own_up_{cls['id']}")
             for f in ups or []:
                 add_example(cls, f"up:{f.file_id}", f.name, f.getvalue())
+                release_upload(f)  # decoded and kept as a wave: the file's bytes need not stay on the server
             rec = st.audio_input(f"Record an example of “{name}”", sample_rate=SAMPLE_RATE, key=f"own_rec_{cls['id']}")
             if rec is not None:
                 add_example(cls, f"rec:{rec.file_id}", f"recording {len(cls['clips']) + 1}", rec.getvalue())
@@ -163,6 +166,8 @@ def save_and_restore(classes: dict) -> None:
     except ValueError as e:
         st.error(f"“{up.name}” could not be loaded: {e}")
         return
+    finally:
+        release_upload(up)
     added = 0
     for cls_name, items in loaded.items():
         cls = classes.setdefault(cls_name, new_class())
@@ -263,7 +268,11 @@ def split_by_fold(root: str, subset: str | None) -> tuple[Dataset | None, Datase
 
 def settings() -> tuple[TrainConfig, str]:
     c = st.columns(4)
-    epochs = c[0].number_input("Epochs", 1, 2000, 20, key="train_epochs")
+    max_epochs = limits.PUBLIC_MAX_EPOCHS if limits.public() else 2000
+    epochs = c[0].number_input("Epochs", 1, max_epochs, 20, key="train_epochs",
+                               help=f"At most {max_epochs}" + (f" and {limits.PUBLIC_MAX_TRAIN_SECONDS // 60} minutes "
+                                                               "per run on this public server." if limits.public()
+                                                               else "."))
     batch = c[1].number_input("Batch size", 1, 256, 32, key="train_batch")
     lr = c[2].select_slider("Learning rate", [0.001, 0.003, 0.01, 0.03, 0.1], value=0.01, key="train_lr")
     width = c[3].selectbox("Classifier width", [64, 256, 1024, 4096], index=1, key="train_width",
@@ -328,17 +337,16 @@ def finished(job: TrainingJob, state) -> None:
                          "application/octet-stream", key="train_dl_weights")
     c[1].download_button("Download model card (.json)", card, f"{ck.name}.json", "application/json",
                          key="train_dl_card")
-    if c[2].button("Share on this server", key="train_share",
-                   help="Save it to checkpoints/ so every visitor can pick it. Existing names are never overwritten."):
+    public = limits.public()
+    if c[2].button("Share on this server", key="train_share", disabled=public,
+                   help=SHARE_OFF[0].upper() + SHARE_OFF[1:] if public else
+                   "Save it to checkpoints/ so every visitor can pick it, labelled as shared by a visitor. "
+                   "Existing and shipped names are never overwritten."):
         try:
-            stem = checkpoint_stem(ck.name)
-            if any(p.exists() for p in checkpoint.paths(stem)):
-                st.error(f"A checkpoint called “{stem.name}” already exists; rename your model and train again.")
-            else:
-                checkpoint.save(stem, ck.model, {**ck.card, "name": stem.name})
-                st.success(f"Saved as checkpoints/{stem.name}: every visitor can now pick it.")
+            stem = share(ck)
+            st.success(f"Saved as checkpoints/{stem.name}: every visitor can now pick it.")
         except (checkpoint.CheckpointError, OSError) as e:
-            st.error(f"Could not save: {e}")
+            st.error(f"Could not share it: {e}")
 
 
 def live_view() -> None:

@@ -106,7 +106,12 @@ def test_dockerfile_is_not_run_as_root_and_keeps_uploads_working_in_the_iframe()
     users = [args for name, args in ins if name == "USER"]
     assert users and users[-1] not in ("root", "0"), "Spaces run as user 1000; the image should too"
     env = " ".join(args for name, args in ins if name == "ENV")
-    assert "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false" in env
+    # XSRF protection stays on; its cookie is SameSite=None (and so Secure) to reach the server from the
+    # huggingface.co iframe. Streamlit 1.67 reads both from these variables under `streamlit run`.
+    assert "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=false" not in env
+    assert "STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=true" in env
+    assert "STREAMLIT_SERVER_XSRF_COOKIE_SAME_SITE=none" in env
+    assert "ENVNET_PUBLIC=1" in env  # the public server's limits (envnet.limits) apply on a Space
 
 
 def test_dockerignore_keeps_the_image_free_of_git_and_test_artifacts() -> None:
@@ -229,3 +234,11 @@ def test_streamlit_config_caps_uploads_to_fit_the_clip_cap_and_sets_a_theme() ->
     # ... but nothing the library would refuse anyway: a public demo should not buffer useless huge uploads.
     assert cap_mb * 2**20 <= MAX_BYTES, (cap_mb, MAX_BYTES)
     assert config.get("theme"), "no [theme] section"
+
+
+def test_this_streamlit_knows_the_xsrf_cookie_samesite_option() -> None:
+    """The Dockerfile relies on server.xsrfCookieSameSite (Streamlit ≥ 1.67); an older one would ignore it
+    and every upload inside the Space's iframe would fail with 403."""
+    from streamlit import config
+
+    assert "server.xsrfCookieSameSite" in config._config_options_template
