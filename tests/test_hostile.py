@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -25,10 +26,11 @@ import torch
 from conftest import TINY_CLASSES, encode, sine, tiny_model
 from safetensors.torch import save as st_save
 
-from envnet import audio, checkpoint, recordings
+from envnet import audio, checkpoint, limits, recordings, session
 from envnet.audio import AudioError, DecodeError, UnsupportedRateError, load_audio
 from envnet.checkpoint import CheckpointError, card_from_bytes, from_bytes, make_card, state_bytes
 from envnet.cli import main
+from envnet.recordings import to_dataset
 from envnet.session import checkpoint_stem, safe_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -374,3 +376,184 @@ def test_the_checkpoint_listing_is_cached_until_the_folder_changes(tmp_path, mon
     assert reads == []
     checkpoint.save(tmp_path / "two", model, make_card(model, TINY_CLASSES, "two"))
     assert [n for n, *_ in checkpoint.list_checkpoints(tmp_path)] == ["one", "two"]
+
+
+def test_the_cli_refuses_integer_weights_with_exit_3(tmp_path, capsys) -> None:
+    model = tiny_model()
+    sd = {k: (v * 100).to(torch.int8) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    (tmp_path / "int8.safetensors").write_bytes(st_save(sd))
+    (tmp_path / "int8.json").write_text(json.dumps(make_card(model, TINY_CLASSES, "int8")))
+    (tmp_path / "clip.wav").write_bytes(encode(sine(440, 1.0)))
+    code, err = cli(["predict", "--checkpoint", str(tmp_path / "int8"), str(tmp_path / "clip.wav")], capsys)
+    assert code == 3 and "float16" in err
+
+
+# ---------------------------------------------------------------- training runs and sharing
+
+
+def tones(freq: float, n: int = 3) -> list[torch.Tensor]:
+    t = torch.arange(16_000) / 16_000
+    return [(0.3 + 0.1 * i) * torch.sin(2 * torch.pi * freq * (1 + 0.02 * i) * t) for i in range(n)]
+
+
+@pytest.fixture
+def own_tmp(tmp_path, monkeypatch) -> Path:
+    """The temp folder runs make their folders in."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_a_run_refused_for_a_busy_slot_leaves_no_folder(own_tmp) -> None:
+    """Was: every run left its temp folder behind, even when the slot was busy."""
+    slot = session.TrainingSlot()
+    slot.acquire("someone else")
+    job = session.TrainingJob(to_dataset({"low": tones(200), "high": tones(3000)}), None,
+                              session.tiny_config(epochs=1), "busy", slot=slot)
+    assert not job.start()
+    assert not list(own_tmp.glob("envnet-run-*"))
+
+
+@pytest.mark.slow  # one tiny training
+def test_a_finished_run_keeps_only_its_model_and_its_folder_goes_when_forgotten(own_tmp, monkeypatch) -> None:
+    ds = to_dataset({"low": tones(200), "high": tones(3000)})
+    job = session.TrainingJob(ds, None, session.tiny_config(epochs=1, filters_every=0), "kept",
+                              slot=session.TrainingSlot(), heartbeat_timeout=3600)
+    assert job.start()
+    job.join(120)
+    folder = job.out.parent
+    assert folder.parent == own_tmp and folder.name.startswith("envnet-run-")
+    # The resume state (twice the model's size) is gone; the model stays while the run is findable.
+    assert sorted(p.name for p in folder.iterdir()) == ["kept.json", "kept.safetensors"]
+    monkeypatch.setattr(session, "KEPT_RUNS", 0)
+    session._remember(session.TrainingJob(ds, None, session.tiny_config(epochs=1), "next",
+                                          slot=session.TrainingSlot()))
+    assert session.find_run(job.token) is None and not folder.exists()
+
+
+@pytest.mark.slow  # a training stopped by the clock
+def test_a_public_server_stops_a_run_at_its_time_limit(own_tmp, monkeypatch) -> None:
+    """Was: up to 2000 epochs, no wall-clock cap: one visitor could hold the only slot for days."""
+    monkeypatch.setenv("ENVNET_PUBLIC", "1")
+    monkeypatch.setattr(limits, "PUBLIC_MAX_TRAIN_SECONDS", 2)
+    ds = to_dataset({"low": tones(200), "high": tones(3000)})
+    with pytest.raises(ValueError, match="at most 200"):
+        session.TrainingJob(ds, None, session.tiny_config(epochs=201), "greedy", slot=session.TrainingSlot())
+    job = session.TrainingJob(ds, None, session.tiny_config(epochs=200, filters_every=0), "greedy",
+                              slot=session.TrainingSlot(), heartbeat_timeout=3600)
+    assert job.start()
+    job.join(60)
+    s = job.snapshot()
+    assert not job.running and s.status == "stopped" and "limit of" in s.message, s.message
+    assert len(s.history) < 200 and job.result is not None
+
+
+def test_class_names_are_checked_before_training() -> None:
+    ds = to_dataset({"Free prize ![x](http://e/p.png)": tones(200), "high": tones(3000)})
+    with pytest.raises(ValueError, match="not allowed"):
+        session.TrainingJob(ds, None, session.tiny_config(), "x", slot=session.TrainingSlot())
+
+
+def _trained(name: str, classes=("low", "high")) -> checkpoint.Checkpoint:
+    model = tiny_model(n_classes=len(classes))
+    return checkpoint.Checkpoint(model, make_card(model, list(classes), name))
+
+
+def test_sharing_is_off_on_a_public_server(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("ENVNET_PUBLIC", "1")
+    with pytest.raises(CheckpointError, match="sharing is off"):
+        session.share(_trained("mine"), tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_shared_models_are_labelled_exclusive_reserved_and_within_a_quota(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("ENVNET_PUBLIC", raising=False)
+    stem = session.share(_trained("mine"), tmp_path)
+    assert checkpoint.load(stem).card["shared_by"] == "a visitor"
+    with pytest.raises(CheckpointError, match="already exists"):
+        session.share(_trained("mine"), tmp_path)
+    with pytest.raises(CheckpointError, match="kept for the shipped models"):
+        session.share(_trained("envnet-esc10-official"), tmp_path)
+    used = sum(p.stat().st_size for p in tmp_path.iterdir())
+    with pytest.raises(CheckpointError, match="space for shared models is full"):
+        session.share(_trained("another"), tmp_path, quota=used + 1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.json", "mine.safetensors"]
+
+
+# ---------------------------------------------------------------- the app
+
+
+def test_names_are_escaped_for_markdown() -> None:
+    from pages._ui import plain
+
+    shown = plain("Free prize ![x](http://e/p.png) [claim](https://e/login) <b>:smile:")
+    assert re.search(r"(?<!\\)[\[\]!<>:()]", shown) is None, shown  # every one of them backslash-escaped
+    assert plain("crackling_fire") == "crackling\\_fire"
+
+
+def upload(at, weights: bytes, card: bytes, round_: int = 0):
+    # A plain run first: the tree left by the app's own st.rerun carries widget ids that AppTest's next run
+    # does not match (it re-enters the standalone-page mode, see pages/_ui.page_setup).
+    at.run()
+    suffix = f"_{round_}" if round_ else ""
+    at.file_uploader(key=f"upload_weights{suffix}").set_value(("m.safetensors", weights, "application/octet-stream"))
+    at.file_uploader(key=f"upload_card{suffix}").set_value(("m.json", card, "application/json"))
+    at.run()
+    at.button(key="add_uploaded_model").click()
+    return at.run()
+
+
+def model_files(name: str, classes=("clap", "snap"), **card_extra) -> tuple[bytes, bytes]:
+    model = tiny_model(n_classes=len(classes))
+    card = make_card(model, list(classes), name)
+    card.update(card_extra)
+    return state_bytes(model), json.dumps(card).encode()
+
+
+needs_default = pytest.mark.skipif(not checkpoint.paths(checkpoint.default_checkpoint())[0].is_file(),
+                                   reason="no default checkpoint in checkpoints/")
+
+
+@needs_default
+def test_the_app_keeps_a_few_models_per_session_and_empties_its_uploaders() -> None:
+    """Was: "Add this model" three times added 1.5 GB, kept until the session ended."""
+    from apptools import open_page
+
+    at = open_page("pages/filters.py")
+    for i in range(limits.MAX_SESSION_MODELS + 1):
+        upload(at, *model_files(f"upload-{i}"), round_=i)
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        # The uploaders were replaced by empty ones: the files are not kept for the next rerun.
+        assert at.file_uploader(key=f"upload_weights_{i + 1}").value is None
+    options = at.selectbox(key="model_key").options
+    session_models = [o for o in options if "(uploaded)" in o]
+    assert session_models == [f"upload-{i} (uploaded)" for i in range(1, limits.MAX_SESSION_MODELS + 1)]
+    assert any("“upload-0” was removed" in w.value for w in at.sidebar.warning)
+
+
+@needs_default
+@pytest.mark.parametrize("extra, words", [
+    ({"metrics": {"val_acc": "oops"}}, "metrics.val_acc"),
+    ({"classes": ["Free prize ![x](http://e/p.png)", "b"]}, "not allowed"),
+])
+def test_the_app_refuses_a_hostile_card_with_a_message(extra: dict, words: str) -> None:
+    """Was: metrics.val_acc "oops" passed and crashed the sidebar on every page for that session."""
+    from apptools import open_page
+
+    at = open_page("pages/filters.py")
+    upload(at, *model_files("hostile", **extra))
+    assert not at.exception
+    assert any(words in e.value for e in at.sidebar.error), [e.value for e in at.sidebar.error]
+    assert not any("hostile" in o for o in at.selectbox(key="model_key").options)
+    at.run()  # and the next rerun is clean too
+    assert not at.exception and not at.sidebar.error
+
+
+@needs_default
+def test_a_public_server_caps_the_epochs_field(monkeypatch) -> None:
+    from apptools import open_page
+
+    monkeypatch.setenv("ENVNET_PUBLIC", "1")
+    at = open_page("pages/train.py")
+    assert at.number_input(key="train_epochs").max == limits.PUBLIC_MAX_EPOCHS
