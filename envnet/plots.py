@@ -44,8 +44,9 @@ def _layout(fig: go.Figure, title: str, height: int, *, left: int = 55, bottom: 
                "yanchor": "bottom", "pad": {"b": 12, "l": 8}, "font": {"size": 15}},
         height=height, margin={"l": left, "r": right, "t": TOP_MARGIN, "b": bottom}, showlegend=legend,
     )
-    if legend:  # underneath, in rows: a legend beside a plot takes half a phone's width
-        fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.22, "yanchor": "top"})
+    if legend:  # at the very bottom, under the axis title, in rows: a legend beside a plot takes half a phone
+        fig.update_layout(legend={"orientation": "h", "x": 0, "xanchor": "left", "xref": "container",
+                                  "y": 0, "yanchor": "bottom", "yref": "container"})
     return fig
 
 
@@ -147,7 +148,7 @@ def timeline_figure(
         ))
     if selected is not None and 0 <= selected < len(centres):
         fig.add_vline(x=centres[selected], line_dash="dash", line_color="crimson")
-    _layout(fig, "Class probabilities over time", 360, left=50, bottom=100, legend=True)
+    _layout(fig, "Class probabilities over time", 380, left=50, bottom=120, legend=True)
     fig.update_layout(clickmode="event+select")
     fig.update_xaxes(title_text="window centre (s)")
     fig.update_yaxes(title_text="probability", range=[0, 1], tickformat=".0%")
@@ -280,13 +281,14 @@ def filter_evolution_figure(snapshots: Sequence[tuple[int, np.ndarray]], freqs, 
     steps = [{"label": str(e), "method": "animate",
               "args": [[str(e)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
              for e, _ in snapshots]
-    _layout(fig, "How the filters evolved, epoch by epoch", 500, left=60, right=10, bottom=150)
-    # The play/pause buttons and the epoch slider sit under the x axis's title, never over the heatmap.
+    _layout(fig, "How the filters evolved, epoch by epoch", 540, left=60, right=10, bottom=180)
+    # Under the x axis's title, never over the heatmap: the play/pause buttons, then the epoch slider on a row
+    # of its own (beside the buttons it ran into them on a phone). Offsets in pixels below the plot.
     fig.update_layout(
         sliders=[{"active": len(steps) - 1, "steps": steps, "currentvalue": {"prefix": "epoch "},
-                  "x": 0.22, "len": 0.78, "y": -0.2, "yanchor": "top", "pad": {"t": 0, "b": 0}}],
-        updatemenus=[{"type": "buttons", "direction": "right", "showactive": False, "x": 0, "y": -0.2,
-                      "xanchor": "left", "yanchor": "top", "pad": {"t": 30, "r": 0}, "buttons": [
+                  "x": 0, "len": 1, "y": 0, "yanchor": "top", "pad": {"t": 100, "b": 0}}],
+        updatemenus=[{"type": "buttons", "direction": "right", "showactive": False, "x": 0, "y": 0,
+                      "xanchor": "left", "yanchor": "top", "pad": {"t": 58, "r": 0}, "buttons": [
                           {"label": "▶", "method": "animate",
                            "args": [None, {"frame": {"duration": 400, "redraw": True}, "fromcurrent": False}]},
                           {"label": "❚❚", "method": "animate",
@@ -320,7 +322,7 @@ def training_curves(history: Sequence[dict],
                                  line={"color": "#e4572e"}))
     for fig, title in ((loss, "Loss"), (acc, "Accuracy")):
         fig.update_xaxes(title_text="epoch")
-        _layout(fig, title, 330, legend=True, bottom=90)
+        _layout(fig, title, 340, legend=True, bottom=95)
     loss.update_yaxes(title_text="cross-entropy")
     acc.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%")
     return loss, acc

@@ -180,7 +180,9 @@ def test_filter_evolution_has_one_frame_per_epoch_and_a_slider():
     # Rows follow the final epoch's order in every frame: the last frame reads low → high.
     assert np.all(np.diff(np.asarray(fig.frames[-1].data[0].z).argmax(1)) >= 0)
     # The play/pause buttons and the slider sit under the heatmap (paper y < 0), never over it.
-    assert fig.layout.updatemenus[0].y < 0 and fig.layout.sliders[0].y < 0
+    for widget in (fig.layout.updatemenus[0], fig.layout.sliders[0]):
+        assert widget.y <= 0 and widget.yanchor == "top" and widget.pad.t > 40
+    assert fig.layout.sliders[0].pad.t > fig.layout.updatemenus[0].pad.t + 30  # a row each: they never overlap
     assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["▶", "❚❚"]
     with pytest.raises(ValueError):
         plots.filter_evolution_figure([], freqs)
@@ -196,7 +198,7 @@ def test_training_curves_loss_and_accuracy_figures_with_legends_underneath():
     assert [loss.layout.title.text, acc.layout.title.text] == ["Loss", "Accuracy"]
     assert loss.layout.xaxis.title.text == "epoch" and acc.layout.yaxis.title.text == "accuracy"
     for fig in (loss, acc):  # a legend beside the plot took half a phone's width
-        assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
+        assert fig.layout.legend.orientation == "h" and fig.layout.legend.yref == "container"
 
 
 def test_kernels_figure_shows_40_kernels_and_their_spectra(model):
@@ -316,4 +318,4 @@ def test_titles_sit_above_their_plot_below_the_toolbar_and_legends_underneath(mo
         assert title.yref == "paper" and title.yanchor == "bottom" and title.xanchor == "left"
         assert fig.layout.margin.t >= plots.TOP_MARGIN  # the toolbar's row above the title
         if fig.layout.showlegend:
-            assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
+            assert fig.layout.legend.orientation == "h" and fig.layout.legend.yref == "container"
