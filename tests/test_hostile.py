@@ -557,3 +557,21 @@ def test_a_public_server_caps_the_epochs_field(monkeypatch) -> None:
     monkeypatch.setenv("ENVNET_PUBLIC", "1")
     at = open_page("pages/train.py")
     assert at.number_input(key="train_epochs").max == limits.PUBLIC_MAX_EPOCHS
+
+
+def test_heavy_work_is_bounded_server_wide_with_a_busy_message(monkeypatch) -> None:
+    """Only limits.HEAVY_SLOTS decodes or model loads run at once; a visitor beyond them waits, then is told."""
+    monkeypatch.setattr(limits, "HEAVY_WAIT", 0.2)
+    clip = encode(sine(440, 0.1, 44_100), 44_100)
+    model = tiny_model()
+    held = [limits._heavy.acquire(timeout=5) for _ in range(limits.HEAVY_SLOTS)]
+    try:
+        assert all(held)
+        with pytest.raises(DecodeError, match="busy"):
+            load_audio(clip)
+        with pytest.raises(CheckpointError, match="busy"):
+            from_bytes(state_bytes(model), make_card(model, TINY_CLASSES, "m"))
+    finally:
+        for _ in held:
+            limits._heavy.release()
+    assert load_audio(clip).numel() == 1600  # and the slots are there again once freed
