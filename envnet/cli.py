@@ -162,7 +162,7 @@ def _train_config(args: argparse.Namespace):
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bc=args.bc, augment=args.augment,
         fc_width=args.fc_width,
         seed=args.seed, eval_every=args.eval_every, filters_every=0, device=args.device,
-        warmup_epochs=args.warmup, bf16=not args.fp32, init_features=args.init_features,
+        warmup_epochs=args.warmup, bf16=False if args.fp32 else True if args.bf16 else "auto", init_features=args.init_features,
         init_weights=args.init_weights,
     )
 
@@ -211,6 +211,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     trainer = Trainer(train_ds, val_ds, _train_config(args), out=args.out, callbacks=[on_event],
                       card_extra={"command": "python -m envnet " + " ".join(sys.argv[1:])})
+    if rank == 0 and trainer.device.type == "cpu" and trainer.config.bf16 == "auto":
+        from envnet import cpu
+
+        tqdm.write(f"precision {cpu.plan().reasons['train']}")
     if args.resume and trainer.resume():
         bar.update(trainer.epoch)
         tqdm.write(f"resumed at epoch {trainer.epoch}")
@@ -268,7 +272,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fc-width", type=int, default=1024)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
-    p.add_argument("--fp32", action="store_true", help="train in float32 instead of bfloat16 autocast")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--fp32", action="store_true", help="train in float32 (default: bf16 only where this CPU/GPU "
+                      "computes it natively and faster, see envnet/cpu.py)")
+    prec.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast even where it is slow")
     p.add_argument("--init-features", default=None, help="start conv1/conv2 from this checkpoint")
     p.add_argument("--init-weights", default=None,
                    help="start every layer from this checkpoint (same classes and width): train longer with a fresh schedule")

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 from torch.nn import functional as F
 
-from envnet import checkpoint
+from envnet import checkpoint, cpu
 from envnet.data import Dataset, bc_batch, random_crop, random_gain, random_scale
 from envnet.evaluate import evaluate
 from envnet.model import EnvNet, build_model
@@ -51,7 +51,10 @@ class TrainConfig:
     eval_every: int = 5  # epochs between validation passes (10 crops per clip is not free)
     filters_every: int = 1  # epochs between frequency-response snapshots; 0 = never
     save_every: int = 1  # epochs between resumable state saves (when an output path is set)
-    bf16: bool = True  # bfloat16 autocast: about 2× faster on AVX-512 CPUs, same accuracy (benchmarks/)
+    # bfloat16 autocast: True, False, or "auto" = only where it is fast here: a GPU with bf16, or a CPU with
+    # native bf16 (AVX-512 BF16 / AMX) where envnet.cpu's probe measures it faster. On other CPUs bf16 is
+    # emulated and 4-6× slower than fp32 (benchmarks/README.md).
+    bf16: bool | str = "auto"
     device: str = "cpu"
     init_features: str | None = None  # checkpoint whose feature block starts the run (fine-tuning)
     init_weights: str | None = None  # checkpoint (same classes and width) whose every layer starts the run
@@ -89,6 +92,7 @@ class Trainer:
     def __post_init__(self):
         c = self.config
         self.device = resolve_device(c.device)
+        self.bf16 = cpu.resolve_bf16(c.bf16, self.device)  # what "auto" means on this machine
         # The seed fixes the initial weights too; fork_rng keeps the caller's global random state untouched.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
@@ -140,7 +144,8 @@ class Trainer:
         per_rank_batch = max(1, c.batch_size // self.world)
         start_time = time.perf_counter()
         self.emit("start", epochs=c.epochs, n_train=len(waves), n_val=len(self.val_ds) if self.val_ds else 0,
-                  config=asdict(c), classes=self.train_ds.classes, start_epoch=self.epoch)
+                  config=asdict(c), classes=self.train_ds.classes, start_epoch=self.epoch,
+                  precision="bf16" if self.bf16 else "fp32")
         if self.epoch == 0 and c.filters_every:
             self._emit_filters()
         while self.epoch < c.epochs and not self.stopped:
@@ -170,7 +175,7 @@ class Trainer:
                 else:
                     target = F.one_hot(y, n_classes).float()
                 x, target = x.to(self.device), target.to(self.device)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.bf16):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                     logits = model(x)
                 logp = F.log_softmax(logits.float(), dim=-1)
                 # Cross-entropy with soft targets; for BC mixes it differs from KL only by a constant.
@@ -190,7 +195,7 @@ class Trainer:
                    "train_acc": total_correct / max(1, seen), "seconds": time.perf_counter() - t0}
             last = self.epoch == c.epochs
             if self.val_ds is not None and len(self.val_ds) and (self.epoch % c.eval_every == 0 or last) and self.rank == 0:
-                ev = evaluate(self.model, self.val_ds, bf16=c.bf16)
+                ev = evaluate(self.model, self.val_ds, bf16=self.bf16)
                 row.update(val_acc=ev["accuracy"], val_loss=ev["loss"])
                 if self.best is None or ev["accuracy"] >= self.best["val_acc"]:
                     self.best = {"epoch": self.epoch, "val_acc": ev["accuracy"]}
@@ -224,7 +229,7 @@ class Trainer:
         return checkpoint.make_card(
             self.model, self.train_ds.classes, name,
             targets=self.train_ds.targets,
-            recipe={**asdict(self.config), "epochs_completed": self.epoch},
+            recipe={**asdict(self.config), "epochs_completed": self.epoch, "precision": "bf16" if self.bf16 else "fp32"},
             data={"source": self.train_ds.source, "train_folds": self.train_ds.folds, "n_train": len(self.train_ds),
                   "val_folds": self.val_ds.folds if self.val_ds else [], "n_val": len(self.val_ds) if self.val_ds else 0},
             metrics=metrics,
