@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import streamlit as st
 
 from envnet import checkpoint, limits, plots
+from envnet.audio import MAX_SECONDS
 from envnet.checkpoint import Checkpoint, CheckpointError, from_bytes
 from envnet.session import find_run
 
@@ -82,10 +83,36 @@ def add_session_model(key: str, ckpt: Checkpoint, select: bool = True) -> str:
     return key
 
 
+def held_out_folds(card: dict) -> list[int]:
+    return list((card.get("data") or {}).get("val_folds") or [])
+
+
+def model_blurb(card: dict) -> str:
+    """One line under the picker: what the selected model was trained on and what it has never heard."""
+    data = card.get("data") or {}
+    trained, held = data.get("train_folds"), held_out_folds(card)
+    if not trained:
+        return ""
+    folds = f"folds {trained[0]}–{trained[-1]}" if len(trained) > 1 else f"fold {trained[0]}"
+    if not held:
+        return f"Trained on ESC-10 {folds}."
+    metrics = card.get("metrics") or {}
+    acc = metrics.get("val_acc", metrics.get(f"fold{held[0]}_accuracy"))
+    score = f" ({acc:.0%} right there)" if isinstance(acc, float) else ""
+    shown = ", ".join(str(f) for f in held)
+    return (f"A validation twin: trained on ESC-10 {folds} only, so fold {shown}'s clips are new to it{score}. "
+            "Use it to test on sounds it has never heard.")
+
+
 def model_options() -> dict[str, str]:
     """key → label, shipped first (the default at the top), then this session's models."""
-    opts = {k: f"{stem.name} ({'shared by a visitor' if card.get('shared_by') else 'shipped'})"
-            for k, (stem, card) in shipped().items()}
+    def shipped_label(stem, card) -> str:
+        if card.get("shared_by"):
+            return f"{stem.name} (shared by a visitor)"
+        held = held_out_folds(card)
+        return f"{stem.name} (shipped · fold {', '.join(map(str, held))} held out)" if held else f"{stem.name} (shipped)"
+
+    opts = {k: shipped_label(stem, card) for k, (stem, card) in shipped().items()}
     for k, ck in session_models().items():
         label = f"{ck.name} ({'trained here' if k.startswith('session:trained') else 'uploaded'})"
         n = sum(1 for v in opts.values() if v == label or v.startswith(label + " #"))
@@ -201,10 +228,10 @@ def model_card(ck) -> None:
         st.json({k: recipe[k] for k in keys if k in recipe}, expanded=False)
     data = card.get("data") or {}
     if data:
-        st.caption(f"Data: {plain(data.get('source', '?'))} — {data.get('n_train', '?')} training clips, "
-                   f"{data.get('n_val', 0)} validation clips")
+        st.caption(f"Data: {plain(no_paths(data.get('source', data.get('dataset', '?'))))} — "
+                   f"{data.get('n_train', '?')} training clips, {data.get('n_val', 0)} validation clips")
     with st.popover("Whole card (JSON)"):
-        st.json({k: v for k, v in card.items() if k != "history"})
+        st.json(no_paths({k: v for k, v in card.items() if k != "history"}))
 
 
 UPLOAD_ROUND = "upload_round"  # bumped after each "Add this model": new uploader keys, emptied uploaders
@@ -255,6 +282,9 @@ def render_sidebar() -> None:
             st.selectbox("Model", list(options), format_func=options.get, key=MODEL_KEY, on_change=_picked,
                          help="Shipped checkpoints, then models trained or uploaded in this browser session "
                               "(only you can see those).")
+            choice = st.session_state[CHOICE]
+            if choice in shipped() and (blurb := model_blurb(shipped()[choice][1])):
+                st.caption(blurb)
         if "sidebar_flash" in st.session_state:
             st.success(st.session_state.pop("sidebar_flash"))
         if "sidebar_flash_warning" in st.session_state:
@@ -286,6 +316,31 @@ def page_setup() -> None:
         if SIDEBAR_DRAWN not in st.session_state:  # the session's first run: nothing to lose by rerunning
             st.rerun()
         render_sidebar()
+
+
+# ---- words ------------------------------------------------------------------------------------
+
+# A sound file is cut off at audio.MAX_SECONDS (60 s) of sound; 50 MB holds a minute of even 96 kHz 24-bit
+# stereo WAV, so the uploader's own "… per file" line is near the real limit instead of the server's 128 MB.
+SOUND_UPLOAD_MB = 50
+SOUND_UPLOAD_HELP = (f"WAV, FLAC, OGG or MP3, up to {MAX_SECONDS:.0f} seconds of sound each. Stereo is mixed to mono, "
+                     "any sample rate is converted to 16 kHz.")
+
+_PATH = re.compile(r"(?<![\w.:/])(?:~|\.{1,2})?(?:/[\w.@+-]+)+/?")
+
+
+def no_paths(value):
+    """On a public server (ENVNET_PUBLIC), server paths in text, or in a model card's values, are cut to their
+    last part: "esc10 at ../shared/data/esc10" → "esc10 at esc10". Elsewhere everything is shown as it is."""
+    if not limits.public():
+        return value
+    if isinstance(value, str):
+        return _PATH.sub(lambda m: PurePosixPath(m.group(0).rstrip("/")).name or "…", value)
+    if isinstance(value, dict):
+        return {k: no_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [no_paths(v) for v in value]
+    return value
 
 
 # ---- figures ----------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ Figures: "Loss"/"Accuracy" curves, "Frequency response of the 40 learned filters
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
+from pathlib import Path
 
 import streamlit as st
 
@@ -29,7 +29,17 @@ from envnet.examples import dataset_roots
 from envnet.model import SAMPLE_RATE
 from envnet.session import HEARTBEAT_TIMEOUT, SHARE_OFF, SLOT, TrainingJob, safe_name, share
 from envnet.train import TrainConfig
-from pages._ui import ADDED, JOB, chart, charts_side_by_side, page_setup, release_upload
+from pages._ui import (
+    ADDED,
+    JOB,
+    SOUND_UPLOAD_HELP,
+    SOUND_UPLOAD_MB,
+    chart,
+    charts_side_by_side,
+    no_paths,
+    page_setup,
+    release_upload,
+)
 
 OWN = "own_classes"  # {class name: {"id": str, "clips": [{"id", "name", "wave", "wav" (its player's bytes)}]}}
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
@@ -106,7 +116,8 @@ def own_classes_editor() -> None:
         cls = classes[name]
         # The count is drawn after the widgets below have added this run's files, so it is never stale.
         with st.expander(f"Class “{name}”", expanded=True):
-            ups = st.file_uploader(f"Add examples to “{name}”", accept_multiple_files=True, key=f"own_up_{cls['id']}")
+            ups = st.file_uploader(f"Add examples to “{name}”", accept_multiple_files=True, key=f"own_up_{cls['id']}",
+                                   max_upload_size=SOUND_UPLOAD_MB, help=SOUND_UPLOAD_HELP)
             for f in ups or []:
                 add_example(cls, f"up:{f.file_id}", f.name, f.getvalue())
                 release_upload(f)  # decoded and kept as a wave: the file's bytes need not stay on the server
@@ -157,7 +168,8 @@ def save_and_restore(classes: dict) -> None:
     else:
         c2 = st.container()
     up = c2.file_uploader("Load saved examples (.zip)", type=["zip"], key="own_load",
-                          help="A zip with one folder of sound files per class, as “Save these examples” makes.")
+                          help="A zip with one folder of sound files per class, as “Save these examples” makes; "
+                               f"up to {recordings.describe_seconds(recordings.MAX_TOTAL_SECONDS)} of sound in all.")
     if up is None or f"zip:{up.file_id}" in st.session_state[SEEN]:
         return
     st.session_state[SEEN].add(f"zip:{up.file_id}")
@@ -197,11 +209,26 @@ def download_button() -> None:
     try:
         with st.spinner("Downloading ESC-50… (this can take several minutes)"):
             root = download.download("esc50", progress=False)
-        st.success(f"ESC-50 is ready at {root}.")
-    except Exception as e:  # offline, disk full, bad archive: say so, keep the page usable
-        st.error(f"The download did not work: {e}")
+        st.success("ESC-50 is ready: choose it under “Dataset folder” below." if limits.public()
+                   else f"ESC-50 is ready at {root}.")
+    except download.OfflineError:  # its own message tells a command-line user what to type: not for this page
+        st.error(offline_message(download.cache_dir() / download.DATASET_DIR, download.ESC50_URL))
+    except Exception as e:  # disk full, bad archive: say so, keep the page usable
+        text = str(e).replace("run the same command again", "press the button again")
+        st.error(f"The download did not work: {no_paths(text)}")
     finally:
         _DOWNLOAD_LOCK.release()
+
+
+def offline_message(target, url: str) -> str:
+    """What a visitor can do when this server cannot reach GitHub."""
+    text = ("This server cannot reach GitHub to download ESC-50 right now. You can still train on your own "
+            "classes: choose “Your own classes” above and record or upload a few sounds of each.")
+    if not limits.public():  # whoever runs the app can put the data in place by hand
+        text += (f" If you run this app yourself: download ESC-50 ({url}) on a machine with internet "
+                 f"access and unpack it so that {target}/audio/ and {target}/meta/esc50.csv exist, then reload "
+                 "this page; or pick “A folder on the server” and give the folder you unpacked it to.")
+    return text
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -212,7 +239,7 @@ def cached_dataset(root: str, subset: str | None) -> Dataset:
 
 def choose_data() -> tuple[Dataset | None, Dataset | None]:
     sources = ["Your own classes", "ESC-10 / ESC-50 (cache)", "A folder on the server"]
-    if os.environ.get("ENVNET_PUBLIC"):  # a public Space must not let visitors browse the server's folders
+    if limits.public():  # a public Space must not let visitors browse the server's folders
         sources.pop()
     source = st.radio("Training data", sources, horizontal=True, key="train_source")
     if source == "Your own classes":
@@ -237,7 +264,8 @@ def choose_data() -> tuple[Dataset | None, Dataset | None]:
             st.info("No ESC-50 copy was found on this server.")
             download_button()
             return None, None
-        root = st.selectbox("Dataset folder", [str(r) for r in roots], key="train_root")
+        root = st.selectbox("Dataset folder", [str(r) for r in roots], key="train_root",
+                            format_func=lambda r: Path(r).name if limits.public() else r)  # no server paths
         subset = st.selectbox("Subset", ["esc10", "esc50"], format_func=str.upper, key="train_subset")
         return split_by_fold(root, subset)
     folder = st.text_input("Folder on the server", key="train_folder",
@@ -255,7 +283,7 @@ def split_by_fold(root: str, subset: str | None) -> tuple[Dataset | None, Datase
         with st.spinner("Decoding the clips (only the first time)…"):
             ds = cached_dataset(root, subset)
     except (OSError, ValueError) as e:
-        st.error(f"Could not read {root}: {e}")
+        st.error(no_paths(f"Could not read {root}: {e}"))
         return None, None
     st.caption(f"{len(ds)} clips, {len(ds.classes)} classes, folds {ds.folds}.")
     options = ["none", *ds.folds]
@@ -362,7 +390,7 @@ def live_view() -> None:
                    f"back. Without a page watching, the run stops after {HEARTBEAT_TIMEOUT:.0f} s and keeps what "
                    "it has learned.")
     elif s.status == "failed":
-        st.error(f"Training failed: {s.error}")
+        st.error(no_paths(f"Training failed: {s.error}"))
     else:
         st.progress(1.0 if s.status == "done" else s.fraction,
                     text=f"{'Finished' if s.status == 'done' else 'Stopped'} after {len(s.history)} epochs "
@@ -401,7 +429,7 @@ if st.button("Start training", key="train_start", type="primary",
     try:
         new = TrainingJob(train_ds, val_ds, cfg, name)
     except (checkpoint.CheckpointError, OSError, ValueError) as e:
-        st.error(f"Could not set up training: {e}")
+        st.error(no_paths(f"Could not set up training: {e}"))
     else:
         if new.start():
             st.session_state[JOB] = new

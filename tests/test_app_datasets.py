@@ -52,17 +52,41 @@ def test_train_page_reads_esc10_with_folds(monkeypatch):
     assert not at.button(key="train_start").disabled
 
 
-def test_download_offline_gives_a_clear_message(monkeypatch):
+@pytest.mark.parametrize("public", [False, True])
+def test_download_offline_says_what_a_visitor_can_do_on_the_page(monkeypatch, public):
     from envnet import download, examples
 
-    def offline(*args, **kwargs):
-        raise download.OfflineError("no network: put ESC-50-master.zip in ~/.cache/envnet by hand")
+    def offline(*args, **kwargs):  # what download() raises offline: words for the command line
+        raise download.OfflineError("could not reach github.com. " + download.manual_instructions(Path("/srv/cache")))
 
+    if public:
+        monkeypatch.setenv("ENVNET_PUBLIC", "1")
     monkeypatch.setattr(examples, "dataset_roots", lambda: [])
     monkeypatch.setattr(download, "download", offline)
     at = open_page("pages/train.py")
     at.radio(key="train_source").set_value("ESC-10 / ESC-50 (cache)").run()
     assert any("No ESC-50 copy" in i.value for i in at.info)
     at.button(key="train_download").click().run()
+    assert not at.exception and len(at.error) == 1
+    message = at.error[0].value
+    assert "cannot reach GitHub" in message and "Your own classes" in message  # what to do instead, here
+    assert "command" not in message and "--data" not in message  # not the command line's words
+    assert ("/" in message) is not public  # a public server names no server paths (nor links)
+
+
+def test_a_public_server_names_no_paths_in_the_dataset_picker_or_errors(monkeypatch, tmp_path):
+    from envnet import examples
+
+    root = tmp_path / "srv" / "ESC-50-master"
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "esc50.csv").write_text("filename,fold,target,category,esc10,src_file,take\n")  # no clips
+    monkeypatch.setenv("ENVNET_PUBLIC", "1")
+    monkeypatch.setattr(examples, "dataset_roots", lambda: [root])
+    at = open_page("pages/train.py")
+    at.radio(key="train_source").set_value("ESC-10 / ESC-50 (cache)").run()
     assert not at.exception
-    assert at.error and "no network" in at.error[0].value
+    box = at.selectbox(key="train_root")
+    assert box.options == ["ESC-50-master"]  # shown by name; the value stays the real folder
+    assert at.error and str(tmp_path) not in at.error[0].value and "ESC-50-master" in at.error[0].value
+    sidebar = " ".join(str(j.value) for j in at.sidebar.json) + " ".join(c.value for c in at.sidebar.caption)
+    assert "../" not in sidebar and "/tmp/" not in sidebar  # the model card's data source and recipe paths

@@ -96,3 +96,17 @@ def test_bad_model_files_get_a_clear_error(weights, card, fragment):
     assert not at.exception
     assert at.error and fragment in at.error[0].value.lower()
     assert at.selectbox(key="model_key").value == f"file:{checkpoint.DEFAULT_NAME}"  # still the default
+
+
+@pytest.mark.skipif(not checkpoint.paths(checkpoint.CHECKPOINT_DIR / "envnet-esc10-fold4val")[0].is_file(),
+                    reason="the validation twin is not in checkpoints/")
+def test_the_second_shipped_model_says_what_it_is_in_the_picker():
+    at = open_page("pages/classify.py")
+    picker = at.selectbox(key="model_key")
+    labels = {o: o for o in picker.options}
+    assert "envnet-esc10 (shipped)" in labels
+    assert "envnet-esc10-fold4val (shipped · fold 4 held out)" in labels
+    picker.set_value("file:envnet-esc10-fold4val").run()
+    assert not at.exception
+    blurb = [c.value for c in at.sidebar.caption if "validation twin" in c.value]
+    assert blurb and "folds 1–3 only" in blurb[0] and "fold 4's clips are new to it" in blurb[0]

@@ -98,6 +98,9 @@ def test_own_classes_survive_reruns_and_page_changes(train_page):
     add_own_classes(at)
     assert not at.exception and not at.error
     assert counts(at) == ["low: 3 examples", "high: 3 examples"]
+    # The uploader states the real limit (a minute of sound), not the server's "128MB per file".
+    box = by_label(at.file_uploader, "Add examples to “low”").proto
+    assert box.max_upload_size_mb == 50 and "60 seconds" in box.help
     at.switch_page("pages/classify.py").run()
     at.switch_page("pages/train.py").run()
     assert counts(at) == ["low: 3 examples", "high: 3 examples"]
