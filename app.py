@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._ui import render_sidebar
+from pages._ui import render_sidebar, warm_default_model
 
 st.set_page_config(page_title="EnvNet Sound Lab", page_icon="🔊", layout="wide")
 
 
 render_sidebar()
+warm_default_model()  # once per server, in the background: the first classification is then fast
 
 pages = [
     st.Page("pages/classify.py", title="Classify", icon=":material/hearing:", default=True),

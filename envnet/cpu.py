@@ -194,4 +194,23 @@ def describe() -> dict:
     return plan().summary()
 
 
-__all__ = ["CpuInfo", "Plan", "choose", "describe", "plan", "probe_bf16", "read_cpu", "resolve_bf16"]
+__all__ = ["CpuInfo", "Plan", "choose", "describe", "plan", "probe_bf16", "read_cpu", "resolve_bf16", "warm_up"]
+
+
+def warm_up(model) -> None:
+    """Do once, before the first visitor waits, what the first classification would otherwise pay for:
+    the fused inference copy (envnet/fast.py), oneDNN's kernels at the batch sizes the Classify page
+    uses, the mel filterbank, and the filters' frequency response (96 tones through the feature block).
+    Everything lands in the caches the pages read; it changes no result."""
+    from envnet.model import WINDOW
+    from envnet.predict import predict
+    from envnet.session import cached_frequency_response
+    from envnet.spectra import learned_spectrogram, mel_spectrogram
+
+    classes = [str(i) for i in range(model.config.n_classes)]
+    clip = 0.1 * torch.randn(5 * 16_000, generator=torch.Generator().manual_seed(0))
+    predict(model, clip, classes)  # 10 crops
+    predict(model, clip, classes, hop=8_000)  # the timeline's windows
+    learned_spectrogram(model, clip[:WINDOW])
+    mel_spectrogram(clip[:WINDOW])
+    cached_frequency_response(model)

@@ -6,13 +6,15 @@ which nobody can change from the app, are cached once per server with st.cache_r
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import uuid
 from pathlib import Path, PurePosixPath
 
 import streamlit as st
 
-from envnet import checkpoint, limits, plots
+from envnet import checkpoint, cpu, limits, plots
 from envnet.audio import MAX_SECONDS
 from envnet.checkpoint import Checkpoint, CheckpointError, from_bytes
 from envnet.session import find_run
@@ -265,6 +267,33 @@ def upload_model() -> None:
 
 def _picked() -> None:
     st.session_state[CHOICE] = st.session_state[MODEL_KEY]
+
+
+def warm_default_model() -> None:
+    """Once per server, in a background thread: fill the default model's caches (fused copy, kernels,
+    frequency response; envnet.cpu.warm_up) while the first visitor's page draws, so their first
+    classification does not pay for them."""
+    key = next(iter(shipped()), None)
+    if key is None:
+        return
+    try:
+        model = load_by_key(key).model
+    except CheckpointError:
+        return
+    _start_warm_up(model)
+
+
+@st.cache_resource(show_spinner=False)
+def _start_warm_up(_model) -> threading.Thread:  # the leading underscore: not hashed, so once per server
+    def work() -> None:
+        try:
+            cpu.warm_up(_model)
+        except Exception:  # a warm-up that fails costs only speed: the pages compute on demand
+            logging.getLogger(__name__).exception("warm-up failed")
+
+    thread = threading.Thread(target=work, name="envnet-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def render_sidebar() -> None:
