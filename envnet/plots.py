@@ -325,7 +325,7 @@ def training_curves(history: Sequence[dict],
         acc.add_trace(go.Scatter(x=vx, y=[h["val_acc"] for h in val], mode="lines+markers", name="validation",
                                  line={"color": "#e4572e"}))
     for fig, title in ((loss, "Loss"), (acc, "Accuracy")):
-        fig.update_xaxes(title_text="epoch")
+        fig.update_xaxes(title_text="epoch", dtick=1 if len(history) <= 10 else None)  # no "epoch 1.5" ticks
         _layout(fig, title, 340, legend=True, bottom=95)
     loss.update_yaxes(title_text="cross-entropy")
     acc.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%")
