@@ -42,3 +42,21 @@ def test_unknown_section_is_refused(bench):
     with pytest.raises(SystemExit) as e:
         bench.main(["--only", "warp-speed"])
     assert e.value.code == 2
+
+
+def test_plan_section_says_which_path_each_kind_of_cpu_takes(bench, capsys):
+    assert bench.main(["--only", "plan", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    plan = results["plan"]
+    assert plan["with_native_bf16"]["train_precision"] == "bf16"
+    assert plan["without_native_bf16"]["train_precision"] == "fp32"
+    assert plan["this_machine"]["inference_precision"] == "fp32"
+    here = results["machine"]["cpu_path"]
+    assert here["train_precision"] == "fp32" or here["cpu"]["native_bf16"]  # bf16 only where native
+    assert here["reasons"]["train"]
+
+
+def test_targets_compare_what_was_measured(bench):
+    rows = bench.targets({"classify": {"clips": {"5s": {"speedup": 2.4}}},
+                          "browser": {"targets": {"upload_s": 1.5}, "upload_s": {"median": 2.0}}})
+    assert [(r["what"].split()[0], r["met"]) for r in rows] == [("classify", True), ("browser:", False)]
