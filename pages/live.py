@@ -27,7 +27,8 @@ OWNER = "live_owner"  # this session's name in the server-wide stream cap
 MODEL = "live_model"  # which model the stream was built for
 STARTED = "live_started"  # time.time() when the current stream started (None when stopped)
 CLIP = "classify_clip"  # Classify's clip: {"id", "name", "wave"} (pages/classify.py)
-GO_CLASSIFY = "live_go_classify"  # set by Capture: the next full run opens Classify
+FROZEN = "live_frozen"  # set by Capture: the stream stops, the maps stay, Classify has the clip
+CAPTURED = "live_captured"  # the name of the last capture, shown with a link to Classify until the next Start
 UPDATE_EVERY = 0.25  # seconds: the maps and the verdict refresh four times a second
 NO_AUDIO_AFTER = 8.0  # seconds playing without audio before the page says the connection failed
 RECORD_HINT = ("**Classify → Record** always works: it records in the browser and sends the clip as a file, "
@@ -62,21 +63,20 @@ def verdict_text(pred) -> str:
 
 
 def capture() -> None:
-    """The Capture button's callback: keep the last 1.5 s as Classify's clip, and go there on the next full run.
-    (Switching pages from inside the auto-refreshing fragment left Classify blank in Chromium.)"""
+    """The Capture button's callback: keep the last 1.5 s as Classify's clip and freeze the page (the stream
+    stops, the maps stay). The visitor then opens Classify by a link: switching pages while the maps'
+    fragment still refreshes itself left Classify blank in Chromium, whichever run did the switch."""
     wave = st.session_state[STREAM].capture()
     if wave.numel() < SAMPLE_RATE // 10:
         st.session_state["live_flash"] = "Nothing to capture yet: press Start and make a sound first."
         return
     stamp = time.strftime("%H:%M:%S")
     st.session_state[CLIP] = {"id": f"live:{uuid.uuid4().hex[:8]}", "name": f"live capture {stamp}", "wave": wave}
-    st.session_state[GO_CLASSIFY] = True
+    st.session_state[FROZEN] = True
+    st.session_state[CAPTURED] = st.session_state[CLIP]["name"]
 
 
 page_setup()
-if st.session_state.pop(GO_CLASSIFY, False):
-    STREAMS.release(st.session_state.get(OWNER, ""))
-    st.switch_page("pages/classify.py")
 st.header("Live microphone")
 st.caption("Press Start and make a sound: the 40 filters EnvNet learned and a 40-band mel spectrogram scroll by "
            "as it listens, and its answer for the last 1.5 s updates four times a second.")
@@ -100,6 +100,9 @@ except ValueError as e:
 
 owner = st.session_state.setdefault(OWNER, uuid.uuid4().hex)
 live = stream_for(ck)
+# The filters' centre frequencies order the learned map's rows. Measured once per model (~1 s, more on a busy
+# machine): here, while the visitor reads the page, not in the first update after Start.
+filters = cached_frequency_response(ck.model)
 previous = st.session_state.get(KEY)  # streamlit-webrtc's context: its state is current before the widget draws
 playing = bool(previous is not None and previous.state.playing)
 if playing:
@@ -128,16 +131,24 @@ ctx = webrtc_streamer(
     rtc_configuration=rtc,
     media_stream_constraints={"audio": True, "video": False},
     sink_audio_track=create_audio_sink_track(on_frame, key=f"{KEY}_sink"),
-    desired_playing_state=False if (playing and not allowed) else None,
+    desired_playing_state=False if (playing and (not allowed or st.session_state.get(FROZEN))) else None,
     translations={"start": "Start", "stop": "Stop", "select_device": "Microphone"},
 )
 if playing and not allowed:
     st.warning(f"All {STREAMS.limit} live microphones on this server are in use; this one was stopped. "
                "Try again in a minute. " + RECORD_HINT)
 
-now_playing = ctx.state.playing
+# Frozen by Capture: stop refreshing now, before the browser has even confirmed the stop.
+now_playing = ctx.state.playing and not st.session_state.get(FROZEN)
+if not ctx.state.playing and not ctx.state.signalling:
+    st.session_state.pop(FROZEN, None)  # stopped: the next Start streams as usual
+if CAPTURED in st.session_state and not now_playing:
+    st.success(f"Captured the last 1.5 s as “{st.session_state[CAPTURED]}”: it is on the Classify page now. The "
+               "microphone is stopped; press Start to listen again.")
+    st.page_link("pages/classify.py", label="Open it on Classify", icon=":material/hearing:")
 if now_playing and st.session_state.get(STARTED) is None:
     live.reset()  # a new recording: the maps start empty
+    st.session_state.pop(CAPTURED, None)
     st.session_state[STARTED] = time.time()
 elif not now_playing and not ctx.state.signalling:
     st.session_state[STARTED] = None
@@ -164,15 +175,15 @@ def show() -> None:
             connection_trouble()
     if view.learned.shape[1] == 0:
         st.info("Press Start above to listen." if not now_playing else "Waiting for the microphone…")
-    else:
-        fr = cached_frequency_response(ck.model)
-        order = fr.order if st.session_state.get("live_sort", True) else None
-        meta = {"arrived": view.arrived, "drawn": time.time(), "seconds": view.seconds}
-        charts_side_by_side(  # side by side; one above the other on a phone
-            [plots.live_map(view.learned, "learned", first_frame=view.first_frame, order=order, centres=fr.centres,
-                            meta=meta),
-             plots.live_map(view.mel, "mel", first_frame=view.first_frame, meta=meta)],
-            ["live_learned", "live_mel"])
+    # Drawn even when empty: the browser loads its plotting code now, not in the first second of sound
+    # (on a busy machine that load stalled the first live updates for seconds).
+    order = filters.order if st.session_state.get("live_sort", True) else None
+    meta = {"arrived": view.arrived, "drawn": time.time(), "seconds": view.seconds}
+    charts_side_by_side(  # side by side; one above the other on a phone
+        [plots.live_map(view.learned, "learned", first_frame=view.first_frame, order=order, centres=filters.centres,
+                        meta=meta),
+         plots.live_map(view.mel, "mel", first_frame=view.first_frame, meta=meta)],
+        ["live_learned", "live_mel"])
     left, right = st.columns([3, 2])
     with left:
         if view.prediction is not None:
@@ -190,8 +201,8 @@ def show() -> None:
         st.button("Capture the last 1.5 s for Classify", key="live_capture", icon=":material/photo_camera:",
                   on_click=capture, help="Freeze what you just heard and open it on the Classify page, with every "
                                          "detail there.")
-        if st.session_state.get(GO_CLASSIFY):
-            st.rerun(scope="app")
+        if st.session_state.get(FROZEN) and now_playing:
+            st.rerun(scope="app")  # the full run stops the stream and shows the link to Classify
         if "live_flash" in st.session_state:
             st.info(st.session_state.pop("live_flash"))
 

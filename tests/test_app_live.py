@@ -81,7 +81,7 @@ def test_before_start_the_page_explains_itself(free_streams, webrtc) -> None:
     at = open_page("pages/live.py")
     assert not at.error and not at.warning
     assert "Live microphone" in [h.value for h in at.header]
-    assert LIVE_LEARNED_TITLE not in titles(at)  # nothing heard yet: words, not empty axes
+    assert LIVE_LEARNED_TITLE in titles(at) and LIVE_MEL_TITLE in titles(at)  # empty axes, ready to scroll
     assert "Press Start above to listen." in texts(at, "info")
     assert any("Classify → Record" in c for c in texts(at, "caption"))  # the fallback is named up front
     # A private SENDONLY audio stream, ICE servers from the configuration (none by default: local use).
@@ -156,9 +156,17 @@ def test_capture_sends_the_last_window_to_classify(free_streams, webrtc) -> None
     assert clip["name"].startswith("live capture") and clip["id"].startswith("live:")
     assert clip["wave"].numel() == WINDOW
     np.testing.assert_allclose(clip["wave"].numpy(), live.wave.last(WINDOW), atol=0)
+    # Capture freezes: the page asks the browser to stop, keeps the maps, and links to Classify.
+    assert webrtc.calls[-1]["desired_playing_state"] is False
+    assert any(clip["name"] in m and "Classify page" in m for m in texts(at, "success"))
+    assert LIVE_LEARNED_TITLE in titles(at)
+    webrtc.state = WebRtcStreamerState(playing=False, signalling=False)  # the browser stopped
+    at.run()
+    assert webrtc.calls[-1]["desired_playing_state"] is None and STREAMS.active() == 0
+    at.switch_page("pages/classify.py").run()
+    assert not at.exception
     assert "Classify a sound" in [h.value for h in at.header]  # Classify analyses it, with every detail
     assert f"“{clip['name']}” — 1.50 s" in [s.value for s in at.subheader]
-
 
 def test_the_stream_follows_the_sidebar_model(free_streams) -> None:
     names = [name for name, _, _ in checkpoint.list_checkpoints()]
