@@ -1,6 +1,7 @@
 """Checkpoints: weights in safetensors (no pickle, so loading one cannot run code) + a JSON model card.
 
-A checkpoint NAME is two files side by side: NAME.safetensors and NAME.json.
+A checkpoint NAME is two files side by side: NAME.safetensors and NAME.json. A run that can be resumed
+also keeps its training state beside them: NAME.state.safetensors (+ NAME.state.json for people).
 
 Both files may come from a stranger (an upload on a public server), so everything is checked before any
 memory is spent on it: the card's size, nesting and every field's type; the class names; and the tensors'
@@ -19,8 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from safetensors import SafetensorError
+import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
+from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
 from envnet import limits
@@ -44,6 +47,7 @@ _NAME_OK = re.compile(r"[^\W_]|[ _.,'&+()/-]")
 NAME_RULE = "letters, digits, spaces and _ . , ' & + ( ) / -"
 FLOAT_DTYPES = {"F16", "BF16", "F32"}  # weights as the library saves them; int8 would quadruple in memory
 _DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "I64": "int64"}
+STATE_KEY = "envnet_state"  # safetensors metadata entry holding a saved state's epoch, history and config
 
 
 class CheckpointError(ValueError):
@@ -95,6 +99,31 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# ---- names and paths ----------------------------------------------------------------------------
+
+_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+RESERVED_PREFIX = "envnet"  # shipped models' names: no visitor's shared model may pass for one
+
+
+def safe_name(name: str, fallback: str = "model") -> str:
+    """A file-name-safe version of a user's text: letters, digits, _ and - only. No dots: NAME.v2 would
+    otherwise read as NAME with a suffix, and a leading dot would hide the file."""
+    cleaned = _NAME.sub("-", name.strip()).strip("-")[:64].strip("-")
+    return cleaned or fallback
+
+
+def checkpoint_stem(name: str, folder: Path = CHECKPOINT_DIR) -> Path:
+    """NAME → folder/NAME for a visitor's shared model, refusing anything that would land outside the
+    folder or take a shipped model's name (any name starting with "envnet")."""
+    stem = (folder / safe_name(name)).resolve()
+    if stem.parent != folder.resolve():
+        raise CheckpointError(f"{name!r} is not a valid checkpoint name")
+    if stem.name.lower().startswith(RESERVED_PREFIX):
+        raise CheckpointError(f"names starting with “{RESERVED_PREFIX}” are kept for the shipped models; "
+                                         "choose another name")
+    return stem
 
 
 def paths(stem: str | Path) -> tuple[Path, Path]:
@@ -150,6 +179,55 @@ def _exclusive_write(path: Path, data: bytes) -> None:
             raise CheckpointError(f"a checkpoint called {path.stem!r} already exists") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+# ---- training state: what a stopped run needs to continue exactly -----------------------------------
+
+
+def state_paths(stem: str | Path) -> tuple[Path, Path]:
+    stem = Path(stem)
+    return stem.with_name(stem.name + ".state.safetensors"), stem.with_name(stem.name + ".state.json")
+
+
+def save_training_state(stem: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        info: dict) -> None:
+    """Full-precision weights, each parameter's momentum and the run's bookkeeping (`info`), atomically."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for name, p in model.named_parameters():
+        buf = optimizer.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            tensors[f"momentum.{name}"] = buf.detach().cpu().contiguous()
+    weights, meta = state_paths(stem)
+    text = json.dumps(info)
+    # The bookkeeping also rides inside the weights file, so one atomic rename commits both: a kill
+    # between the two writes cannot pair new weights with an old epoch count. The .json is for people.
+    _atomic_write(weights, st_save(tensors, metadata={STATE_KEY: text}))
+    _atomic_write(meta, text.encode())
+
+
+def load_training_state(stem: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        check=lambda info: None) -> dict | None:
+    """Put a saved state into `model` and `optimizer`; returns its `info`, or None when there is none.
+    `check(info)` may raise to refuse a state before anything is changed."""
+    weights, meta = state_paths(stem)
+    if not weights.is_file():
+        return None
+    try:
+        with safe_open(str(weights), "pt") as f:
+            embedded = (f.metadata() or {}).get(STATE_KEY)
+        info = json.loads(embedded) if embedded else json.loads(meta.read_text())
+    except (OSError, ValueError, SafetensorError) as e:
+        raise CheckpointError(f"the saved training state {weights} cannot be read ({e})") from e
+    check(info)
+    tensors = load_file(str(weights))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    for name, p in model.named_parameters():
+        if f"momentum.{name}" in tensors:
+            optimizer.state[p]["momentum_buffer"] = tensors[f"momentum.{name}"].to(p.device)
+    return info
+
+
+# ---- validation: a card and weights may come from a stranger ------------------------------------------
 
 
 def name_problem(name: object, what: str = "name") -> str | None:

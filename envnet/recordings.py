@@ -1,19 +1,23 @@
 """A classroom's own sounds: named classes of short examples, recorded or uploaded in the browser.
 
-They live in a browser session, so a reload would lose them: `to_zip` saves them as a zip of class
-folders (CLASS/NAME.wav), the layout `envnet.data.read_class_folders` reads, so the same zip also trains
-headless (`python -m envnet train --data FOLDER` after unzipping), and `from_zip` brings them back.
+`OwnClasses` holds them for one visitor: classes added by name, examples checked (not silent, within a
+budget of sound per visitor), a zip out and in, and a Dataset to train on. They live in a browser session,
+so a reload would lose them: `to_zip` saves them as a zip of class folders (CLASS/NAME.wav), the layout
+`envnet.data.read_class_folders` reads, so the same zip also trains headless (`python -m envnet train
+--data FOLDER` after unzipping), and `from_zip` brings them back.
 """
 
 from __future__ import annotations
 
 import io
+import uuid
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import torch
 
-from envnet.audio import AUDIO_EXTENSIONS, AudioError, load_audio, to_wav_bytes
+from envnet.audio import AUDIO_EXTENSIONS, AudioError, is_silent, load_audio, to_wav_bytes
 from envnet.checkpoint import name_problem
 from envnet.data import Clip, Dataset
 from envnet.model import SAMPLE_RATE
@@ -29,6 +33,120 @@ MAX_TOTAL_SECONDS = 10 * 60  # decoded audio kept in memory per zip (and per ses
 # member may hold a minute of that (23 MB), with room for headers and other layouts.
 MAX_UNPACKED_BYTES = 256 << 20
 MAX_MEMBER_BYTES = 32 << 20
+MIN_EXAMPLE_SAMPLES = SAMPLE_RATE // 20  # 50 ms: shorter is a click, not an example of a sound
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@dataclass(eq=False)
+class Example:
+    name: str
+    wave: torch.Tensor  # 16 kHz mono
+    id: str = field(default_factory=_new_id)  # stable across renames and reorders: a widget key
+    _wav: bytes | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.wave.numel() / SAMPLE_RATE
+
+    @property
+    def wav(self) -> bytes:
+        """WAV bytes for a player and for the zip, encoded once (a page redraws on every click)."""
+        if self._wav is None:
+            self._wav = to_wav_bytes(self.wave)
+        return self._wav
+
+
+@dataclass(eq=False)
+class OwnClass:
+    examples: list[Example] = field(default_factory=list)
+    id: str = field(default_factory=_new_id)
+
+
+class OwnClasses:
+    """One visitor's named classes of examples, at most MAX_TOTAL_SECONDS of sound in all (memory per
+    visitor on a shared server). Refusals raise ValueError with a message meant for the visitor."""
+
+    def __init__(self) -> None:
+        self.classes: dict[str, OwnClass] = {}
+        self._zip: tuple[tuple, bytes] | None = None  # (what it held, the zip): rebuilt only after a change
+
+    def add_class(self, name: str) -> OwnClass:
+        name = name.strip()
+        if not name:
+            raise ValueError("Type a name for the class first.")
+        if problem := name_problem(name, "class name"):  # it ends up in the model card
+            raise ValueError(problem[0].upper() + problem[1:] + ".")
+        if name in self.classes:
+            raise ValueError(f"There is already a class called “{name}”.")
+        return self.classes.setdefault(name, OwnClass())
+
+    def remove_class(self, name: str) -> None:
+        self.classes.pop(name, None)
+
+    def remove(self, class_name: str, example: Example) -> None:
+        self.classes[class_name].examples.remove(example)
+
+    @property
+    def held_samples(self) -> int:
+        return sum(e.wave.numel() for c in self.classes.values() for e in c.examples)
+
+    def add(self, class_name: str, name: str, wave: torch.Tensor) -> Example:
+        """Keep an example (the class is made if new): refused when silent, shorter than 50 ms or over budget."""
+        if wave.numel() < MIN_EXAMPLE_SAMPLES or is_silent(wave):
+            raise ValueError("it is silent or shorter than 50 ms.")
+        if self.held_samples + wave.numel() > MAX_TOTAL_SECONDS * SAMPLE_RATE:
+            raise ValueError(budget_message())
+        example = Example(name, wave)
+        self.classes.setdefault(class_name, OwnClass()).examples.append(example)
+        return example
+
+    def add_file(self, class_name: str, name: str, data: bytes) -> Example:
+        """Decode (trimming silence at the ends), check and keep a sound file; AudioError when it is not one."""
+        return self.add(class_name, name, load_audio(data, trim=True))
+
+    def to_zip(self) -> bytes:
+        """CLASS/NAME.wav for every example (see `to_zip` below), kept until the examples change."""
+        content = tuple((n, tuple(e.id for e in c.examples)) for n, c in self.classes.items())
+        if self._zip is None or self._zip[0] != content:
+            self._zip = (content, to_zip({n: [(e.name, e.wav) for e in c.examples] for n, c in self.classes.items()}))
+        return self._zip[1]
+
+    def load_zip(self, data: bytes) -> tuple[int, int, list[str]]:
+        """Add the examples of a saved zip: (examples added, classes in the zip, one message per problem).
+        Raises ValueError when the zip itself cannot be used."""
+        loaded, problems = from_zip(data)
+        added, over_budget = 0, 0
+        for class_name, items in loaded.items():
+            self.classes.setdefault(class_name, OwnClass())
+            for name, wave in items:
+                try:
+                    self.add(class_name, name, wave)
+                    added += 1
+                except ValueError as e:
+                    if str(e) == budget_message():
+                        over_budget += 1
+                    else:
+                        problems.append(f"{name}: {e}")
+        if over_budget:
+            problems.insert(0, f"{over_budget} example(s) not added: {budget_message()}")
+        return added, len(loaded), problems
+
+    def to_dataset(self, holdout: int = 0) -> tuple[Dataset, Dataset | None]:
+        """The examples as a Dataset; with holdout=N every Nth example of each class is held out for
+        validation: (train, held out), held out None when no class has N examples."""
+        ds = to_dataset({n: [e.wave for e in c.examples] for n, c in self.classes.items()}, n_folds=holdout or 5)
+        if not holdout:
+            return ds, None
+        held = ds.select(folds=[holdout])
+        return (ds.select(exclude=[holdout]), held) if len(held) else (ds, None)
+
+
+def budget_message() -> str:
+    return (f"this session already holds {describe_seconds(MAX_TOTAL_SECONDS)} of examples. "
+            "Remove some first.")
 
 
 def to_zip(examples: SavedExamples) -> bytes:

@@ -3,6 +3,8 @@ for frame, and the frequency responses of the learned filters and of a mel filte
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -105,6 +107,23 @@ def frequency_response(model: EnvNet, freqs: np.ndarray | None = None) -> Freque
     response = _response(lambda x: learned_spectrogram(model, x), freqs)
     centres, order = _centres(response, freqs)
     return FrequencyResponse(freqs, response, order, centres)
+
+
+_fr_cache: weakref.WeakKeyDictionary[EnvNet, FrequencyResponse] = weakref.WeakKeyDictionary()
+_fr_lock = threading.Lock()
+
+
+def cached_frequency_response(model: EnvNet) -> FrequencyResponse:
+    """The filters' frequency response, measured once per model object (96 tones through the feature
+    block is ~1 s on a small CPU). Weak keys: a model a session drops is not kept alive by the cache."""
+    with _fr_lock:
+        hit = _fr_cache.get(model)
+    if hit is not None:
+        return hit
+    fr = frequency_response(model)
+    with _fr_lock:
+        _fr_cache[model] = fr
+    return fr
 
 
 def mel_frequency_response(freqs: np.ndarray | None = None, n_mels: int = N_BANDS) -> FrequencyResponse:

@@ -8,7 +8,6 @@ between-class mixing with a KL-divergence loss. The loop reports what happens as
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -18,9 +17,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
-from safetensors.torch import save as st_save
 from torch.nn import functional as F
 
 from envnet import checkpoint, cpu
@@ -30,7 +26,6 @@ from envnet.model import EnvNet, build_model
 from envnet.spectra import frequency_response
 
 Event = dict
-STATE_KEY = "envnet_state"  # safetensors metadata entry holding a saved state's epoch, history and config
 Callback = Callable[[Event], None]
 
 
@@ -110,6 +105,7 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict | None = None
         self._stop = threading.Event()
+        self._start_time = time.perf_counter()  # reset by run(); event times count from there
         self.rank, self.world = _dist()
 
     # -- public -----------------------------------------------------------------------------------
@@ -130,6 +126,7 @@ class Trainer:
             cb(event)
 
     def run(self) -> EnvNet:
+        """Train from the current epoch to `config.epochs` (or until stopped); returns the model in eval mode."""
         c = self.config
         model = self.model
         if self.world > 1:
@@ -140,83 +137,103 @@ class Trainer:
             raise ValueError("no usable training clips (all failed to decode or are empty)")
         if len(waves) < self.world:  # some process would get no batch and the others would wait for it forever
             raise ValueError(f"{len(waves)} training clips cannot be shared among {self.world} processes")
-        n_classes = len(self.train_ds.classes)
-        per_rank_batch = max(1, c.batch_size // self.world)
-        start_time = time.perf_counter()
+        self._start_time = time.perf_counter()
         self.emit("start", epochs=c.epochs, n_train=len(waves), n_val=len(self.val_ds) if self.val_ds else 0,
                   config=asdict(c), classes=self.train_ds.classes, start_epoch=self.epoch,
                   precision="bf16" if self.bf16 else "fp32")
         if self.epoch == 0 and c.filters_every:
             self._emit_filters()
         while self.epoch < c.epochs and not self.stopped:
-            epoch = self.epoch
-            t0 = time.perf_counter()
-            # Seeding per epoch makes a resumed run draw the same crops and dropout masks as an unbroken one.
-            torch.manual_seed(c.seed * 100_003 + epoch)
-            gen = torch.Generator().manual_seed(c.seed * 100_003 + epoch)
-            lr = c.lr_at(epoch)
-            for g in self.opt.param_groups:
-                g["lr"] = lr
-            order = torch.randperm(len(waves), generator=gen)
-            n_use = len(order) // self.world * self.world or len(order)
-            order = order[:n_use][self.rank :: self.world]
-            model.train()
-            total_loss, total_correct, seen = 0.0, 0.0, 0
-            n_batches = math.ceil(len(order) / per_rank_batch)
-            self.emit("epoch_start", epoch=epoch + 1, n_batches=n_batches)  # the page knows the batch count at once
-            for b in range(n_batches):
-                if self._should_stop():
-                    break
-                idx = order[b * per_rank_batch : (b + 1) * per_rank_batch]
-                x = torch.stack([random_crop(self._augment(waves[i], gen), gen) for i in idx.tolist()])
-                y = labels[idx]
-                if c.bc:
-                    x, target = bc_batch(x, y, n_classes, gen)
-                else:
-                    target = F.one_hot(y, n_classes).float()
-                x, target = x.to(self.device), target.to(self.device)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    logits = model(x)
-                logp = F.log_softmax(logits.float(), dim=-1)
-                # Cross-entropy with soft targets; for BC mixes it differs from KL only by a constant.
-                loss = -(target * logp).sum(-1).mean()
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
-                total_loss += loss.item() * len(idx)
-                total_correct += float((logp.argmax(-1) == target.argmax(-1)).sum())
-                seen += len(idx)
-                self.emit("batch", epoch=epoch + 1, batch=b + 1, n_batches=n_batches, loss=loss.item(), lr=lr,
-                          elapsed=time.perf_counter() - start_time)
-            if self.stopped and seen < len(order):
-                break  # a half epoch is not saved: resume repeats it from its start
-            self.epoch += 1
-            row = {"epoch": self.epoch, "lr": lr, "train_loss": total_loss / max(1, seen),
-                   "train_acc": total_correct / max(1, seen), "seconds": time.perf_counter() - t0}
-            last = self.epoch == c.epochs
-            if self.val_ds is not None and len(self.val_ds) and (self.epoch % c.eval_every == 0 or last) and self.rank == 0:
-                ev = evaluate(self.model, self.val_ds, bf16=self.bf16)
-                row.update(val_acc=ev["accuracy"], val_loss=ev["loss"])
-                if self.best is None or ev["accuracy"] >= self.best["val_acc"]:
-                    self.best = {"epoch": self.epoch, "val_acc": ev["accuracy"]}
-            self.history.append(row)
-            self.emit("epoch", **row, epochs=c.epochs, elapsed=time.perf_counter() - start_time)
-            if c.filters_every and (self.epoch % c.filters_every == 0 or last):
-                self._emit_filters()
-            if self.out and (self.epoch % c.save_every == 0 or last):
-                self.save_state()
-                if self.rank == 0:  # a usable model survives even if the process is killed later
-                    self.save_checkpoint(self.out)
+            row = self.train_epoch(model, waves, labels)
+            if row is None:
+                break  # stopped mid-epoch: a half epoch is not saved, and resume repeats it from its start
+            self.finish_epoch(row)
         if self.world > 1:
             for buf in self.model.buffers():  # BatchNorm statistics are per process: take rank 0's
                 dist.broadcast(buf, 0)
         if self.out and self.rank == 0:
             path = self.save_checkpoint(self.out)
             self.emit("checkpoint", path=str(path), epoch=self.epoch)
-        self.emit("end", epoch=self.epoch, stopped=self.stopped, history=self.history,
-                  seconds=time.perf_counter() - start_time)
+        self.emit("end", epoch=self.epoch, stopped=self.stopped, history=self.history, seconds=self._elapsed())
         self.model.eval()
         return self.model
+
+    def train_epoch(self, model: torch.nn.Module, waves: list[torch.Tensor], labels: torch.Tensor) -> dict | None:
+        """One pass over this process's share of the clips: the epoch's row, or None when stopped within it."""
+        c = self.config
+        epoch = self.epoch
+        t0 = time.perf_counter()
+        # Seeding per epoch makes a resumed run draw the same crops and dropout masks as an unbroken one.
+        torch.manual_seed(c.seed * 100_003 + epoch)
+        gen = torch.Generator().manual_seed(c.seed * 100_003 + epoch)
+        lr = c.lr_at(epoch)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        order = torch.randperm(len(waves), generator=gen)
+        n_use = len(order) // self.world * self.world or len(order)
+        order = order[:n_use][self.rank :: self.world]
+        per_rank_batch = max(1, c.batch_size // self.world)
+        model.train()
+        total_loss, total_correct, seen = 0.0, 0.0, 0
+        n_batches = math.ceil(len(order) / per_rank_batch)
+        self.emit("epoch_start", epoch=epoch + 1, n_batches=n_batches)  # the page knows the batch count at once
+        for b in range(n_batches):
+            if self._should_stop():
+                break
+            idx = order[b * per_rank_batch : (b + 1) * per_rank_batch]
+            loss, correct = self.train_batch(model, [waves[i] for i in idx.tolist()], labels[idx], gen)
+            total_loss += loss * len(idx)
+            total_correct += correct
+            seen += len(idx)
+            self.emit("batch", epoch=epoch + 1, batch=b + 1, n_batches=n_batches, loss=loss, lr=lr,
+                      elapsed=self._elapsed())
+        if self.stopped and seen < len(order):
+            return None
+        self.epoch += 1
+        return {"epoch": self.epoch, "lr": lr, "train_loss": total_loss / max(1, seen),
+                "train_acc": total_correct / max(1, seen), "seconds": time.perf_counter() - t0}
+
+    def train_batch(self, model: torch.nn.Module, waves: list[torch.Tensor], y: torch.Tensor,
+                    gen: torch.Generator) -> tuple[float, float]:
+        """One optimizer step on random crops of these clips: (mean loss, number right)."""
+        c = self.config
+        n_classes = len(self.train_ds.classes)
+        x = torch.stack([random_crop(self._augment(w, gen), gen) for w in waves])
+        if c.bc:
+            x, target = bc_batch(x, y, n_classes, gen)
+        else:
+            target = F.one_hot(y, n_classes).float()
+        x, target = x.to(self.device), target.to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = model(x)
+        logp = F.log_softmax(logits.float(), dim=-1)
+        # Cross-entropy with soft targets; for BC mixes it differs from KL only by a constant.
+        loss = -(target * logp).sum(-1).mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item(), float((logp.argmax(-1) == target.argmax(-1)).sum())
+
+    def finish_epoch(self, row: dict) -> None:
+        """After an epoch: validate when due, record and report it, snapshot the filters, save."""
+        c = self.config
+        last = self.epoch == c.epochs
+        if self.val_ds is not None and len(self.val_ds) and (self.epoch % c.eval_every == 0 or last) and self.rank == 0:
+            ev = evaluate(self.model, self.val_ds, bf16=self.bf16)
+            row.update(val_acc=ev["accuracy"], val_loss=ev["loss"])
+            if self.best is None or ev["accuracy"] >= self.best["val_acc"]:
+                self.best = {"epoch": self.epoch, "val_acc": ev["accuracy"]}
+        self.history.append(row)
+        self.emit("epoch", **row, epochs=c.epochs, elapsed=self._elapsed())
+        if c.filters_every and (self.epoch % c.filters_every == 0 or last):
+            self._emit_filters()
+        if self.out and (self.epoch % c.save_every == 0 or last):
+            self.save_state()
+            if self.rank == 0:  # a usable model survives even if the process is killed later
+                self.save_checkpoint(self.out)
+
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self._start_time
 
     def _augment(self, wave: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return random_gain(random_scale(wave, gen), gen) if self.config.augment else wave
@@ -240,47 +257,23 @@ class Trainer:
     def save_checkpoint(self, stem: str | Path) -> Path:
         return checkpoint.save(stem, self.model, self.card(Path(stem).name))
 
-    def _state_paths(self) -> tuple[Path, Path]:
-        stem = Path(self.out)
-        return stem.with_name(stem.name + ".state.safetensors"), stem.with_name(stem.name + ".state.json")
-
     def save_state(self) -> None:
-        """Full-precision weights and momentum, so a resumed run continues exactly; atomic writes."""
+        """Full-precision weights and momentum, so a resumed run continues exactly (checkpoint.py)."""
         if self.rank != 0:
             return
-        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        names = dict(self.model.named_parameters())
-        for name, p in names.items():
-            buf = self.opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                tensors[f"momentum.{name}"] = buf.detach().cpu().contiguous()
-        weights, meta = self._state_paths()
-        meta_data = {"epoch": self.epoch, "history": self.history, "best": self.best, "config": asdict(self.config),
-                     "classes": self.train_ds.classes}
-        info = json.dumps(meta_data)
-        # The bookkeeping also rides inside the weights file, so one atomic rename commits both: a kill
-        # between the two writes cannot pair new weights with an old epoch count. The .json is for people.
-        checkpoint._atomic_write(weights, st_save(tensors, metadata={STATE_KEY: info}))
-        checkpoint._atomic_write(meta, info.encode())
+        info = {"epoch": self.epoch, "history": self.history, "best": self.best, "config": asdict(self.config),
+                "classes": self.train_ds.classes}
+        checkpoint.save_training_state(self.out, self.model, self.opt, info)
 
     def resume(self) -> bool:
         """Continue from OUT.state.*, if present. Returns whether there was a state to resume."""
-        weights, meta = self._state_paths()
-        if not weights.is_file():
+        def same_classes(info: dict) -> None:
+            if info["classes"] != self.train_ds.classes:
+                raise checkpoint.CheckpointError("the saved state was trained on other classes; it cannot be resumed here")
+
+        info = checkpoint.load_training_state(self.out, self.model, self.opt, check=same_classes)
+        if info is None:
             return False
-        try:
-            with safe_open(str(weights), "pt") as f:
-                embedded = (f.metadata() or {}).get(STATE_KEY)
-            info = json.loads(embedded) if embedded else json.loads(meta.read_text())
-        except (OSError, ValueError, SafetensorError) as e:
-            raise checkpoint.CheckpointError(f"the saved training state {weights} cannot be read ({e})") from e
-        if info["classes"] != self.train_ds.classes:
-            raise checkpoint.CheckpointError("the saved state was trained on other classes; it cannot be resumed here")
-        tensors = load_file(str(weights))
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        for name, p in self.model.named_parameters():
-            if f"momentum.{name}" in tensors:
-                self.opt.state[p]["momentum_buffer"] = tensors[f"momentum.{name}"].to(p.device)
         self.epoch, self.history, self.best = info["epoch"], info["history"], info.get("best")
         return True
 
@@ -313,5 +306,4 @@ class Trainer:
     def _emit_filters(self) -> None:
         if self.rank != 0 or not self.callbacks:
             return
-        fr = frequency_response(self.model)
-        self.emit("filters", epoch=self.epoch, freqs=fr.freqs, response=fr.response, order=fr.order, centres=fr.centres)
+        self.emit("filters", epoch=self.epoch, response=frequency_response(self.model))

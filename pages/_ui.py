@@ -17,7 +17,7 @@ import streamlit as st
 from envnet import checkpoint, cpu, limits, plots
 from envnet.audio import MAX_SECONDS
 from envnet.checkpoint import Checkpoint, CheckpointError, from_bytes
-from envnet.session import find_run
+from envnet.jobs import find_run
 
 SESSION_MODELS = "session_models"  # {key: Checkpoint} trained or uploaded in this session
 MODEL_KEY = "model_key"  # the picker widget's key
@@ -25,7 +25,7 @@ MODEL_KEY = "model_key"  # the picker widget's key
 # state when a run does not draw that same widget (another page, a page run on its own), and code may
 # change it at any time (a model just trained), which a drawn widget's own key does not allow.
 CHOICE = "model_choice"
-JOB = "train_job"  # this session's TrainingJob (envnet.session), if it started one
+JOB = "train_job"  # this session's TrainingJob (envnet.jobs), if it started one
 ADDED = "train_added"  # ids of jobs whose model is already in this session's models
 SIDEBAR_DRAWN = "sidebar_drawn"  # set once app.py (or page_setup) has drawn the sidebar in this session
 RUN_PARAM = "run"  # the address's query parameter holding this session's training run's token

@@ -20,8 +20,7 @@ from envnet.audio import AUDIO_EXTENSIONS, AudioError, is_silent, load_audio, to
 from envnet.examples import DEMO_SOUNDS, clips_by_class, dataset_roots
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.predict import predict
-from envnet.session import cached_frequency_response
-from envnet.spectra import learned_spectrogram, mel_spectrogram
+from envnet.spectra import cached_frequency_response, learned_spectrogram, mel_spectrogram
 from pages._ui import current_checkpoint, model_key_of, page_setup, show_spectrograms
 
 CLIP = "classify_clip"  # {"id", "name", "wave"}: this session's current clip, kept across pages and reruns

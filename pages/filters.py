@@ -14,8 +14,14 @@ import streamlit as st
 from envnet import examples, plots
 from envnet.audio import to_wav_bytes
 from envnet.model import WINDOW
-from envnet.session import cached_frequency_response
-from envnet.spectra import kernel_spectra, learned_spectrogram, mel_frequency_response, mel_spectrogram, tone
+from envnet.spectra import (
+    cached_frequency_response,
+    kernel_spectra,
+    learned_spectrogram,
+    mel_frequency_response,
+    mel_spectrogram,
+    tone,
+)
 from pages._ui import chart, charts_side_by_side, current_checkpoint, page_setup, show_spectrograms
 
 

@@ -17,7 +17,7 @@ import streamlit as st
 
 from envnet import plots
 from envnet.model import SAMPLE_RATE, WINDOW
-from envnet.session import cached_frequency_response
+from envnet.spectra import cached_frequency_response
 from envnet.stream import STREAMS, LiveStream, rtc_configuration
 from pages._ui import chart, charts_side_by_side, current_checkpoint, model_key_of, page_setup
 

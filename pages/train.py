@@ -1,33 +1,21 @@
-"""Train EnvNet live: on your own classes, ESC-10/ESC-50 from the cache, or a folder on the server.
-
-Widget labels: radio "Training data" ("Your own classes" / "ESC-10 / ESC-50 (cache)" / "A folder on the
-server"); text input "New class name", button "Add class"; per class an expander "Class “NAME”" with
-file uploader "Add examples to “NAME”", audio input "Record an example of “NAME”", a player and a "Remove"
-button per example, button "Remove “NAME”"; download button "Save these examples (.zip)", file uploader
-"Load saved examples (.zip)";
-button "Download ESC-50 (includes ESC-10)"; selectboxes "Dataset folder", "Subset"; text input "Folder on the server";
-number inputs "Epochs", "Batch size"; select slider "Learning rate"; selectbox "Classifier width";
-selectbox "Validation"; checkboxes "BC learning", "Augment (stretch and gain)", "Start from the default
-model's filters"; text input "Model name"; buttons "Start training", "Stop training",
-"Download weights (.safetensors)", "Download model card (.json)", "Share on this server".
-Figures: "Loss"/"Accuracy" curves, "Frequency response of the 40 learned filters …",
-"How the filters evolved".
-"""
+"""Train EnvNet live on your own classes, ESC-10/ESC-50 from the cache, or a folder on the server: settings,
+live curves and filter responses, stop, download or share the model. The own-classes model is
+`recordings.OwnClasses`; the run is a `jobs.TrainingJob`."""
 
 from __future__ import annotations
 
+import json
 import threading
-import uuid
 from pathlib import Path
 
 import streamlit as st
 
-from envnet import checkpoint, limits, plots, recordings
-from envnet.audio import AudioError, load_audio, to_wav_bytes
+from envnet import checkpoint, download, limits, plots, recordings
+from envnet.checkpoint import safe_name
 from envnet.data import Dataset, load_waves, read_dataset, read_esc50
 from envnet.examples import dataset_roots
+from envnet.jobs import HEARTBEAT_TIMEOUT, SHARE_OFF, SLOT, TrainingJob, share
 from envnet.model import SAMPLE_RATE
-from envnet.session import HEARTBEAT_TIMEOUT, SHARE_OFF, SLOT, TrainingJob, safe_name, share
 from envnet.train import TrainConfig
 from pages._ui import (
     ADDED,
@@ -41,68 +29,37 @@ from pages._ui import (
     release_upload,
 )
 
-OWN = "own_classes"  # {class name: {"id": str, "clips": [{"id", "name", "wave", "wav" (its player's bytes)}]}}
+OWN = "own_classes"  # this session's recordings.OwnClasses
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
-SAVED_ZIP = "own_saved_zip"  # (what it holds, zip bytes): "Save these examples" rebuilt only when they change
 _DOWNLOAD_LOCK = threading.Lock()  # one dataset download per server
 
 
-def own_classes() -> dict:
+def own_classes() -> recordings.OwnClasses:
     st.session_state.setdefault(SEEN, set())
-    return st.session_state.setdefault(OWN, {})
+    return st.session_state.setdefault(OWN, recordings.OwnClasses())
 
 
 def add_class() -> None:
-    name = st.session_state.get("own_new_class", "").strip()
-    classes = own_classes()
-    if not name:
-        st.session_state["own_msg"] = "Type a name for the class first."
-    elif problem := checkpoint.name_problem(name, "class name"):
-        st.session_state["own_msg"] = problem[0].upper() + problem[1:] + "."
-    elif name in classes:
-        st.session_state["own_msg"] = f"There is already a class called “{name}”."
-    else:
-        classes[name] = new_class()
+    try:
+        own_classes().add_class(st.session_state.get("own_new_class", ""))
         st.session_state["own_new_class"] = ""
+    except ValueError as e:
+        st.session_state["own_msg"] = str(e)
 
 
-def new_class() -> dict:
-    return {"id": uuid.uuid4().hex[:8], "clips": []}
-
-
-def budget_message() -> str:
-    return (f"this session already holds {recordings.describe_seconds(recordings.MAX_TOTAL_SECONDS)} of examples. "
-            "Remove some first.")
-
-
-def add_wave(cls: dict, name: str, wave) -> bool:
-    """Keep an example, unless the session already holds MAX_TOTAL_SECONDS of them (memory per visitor)."""
-    held = sum(c["wave"].numel() for v in own_classes().values() for c in v["clips"])
-    if held + wave.numel() > recordings.MAX_TOTAL_SECONDS * SAMPLE_RATE:
-        return False
-    cls["clips"].append({"id": uuid.uuid4().hex[:8], "name": name, "wave": wave})
-    return True
-
-
-def add_example(cls: dict, file_id: str, name: str, data: bytes) -> None:
+def add_example(class_name: str, file_id: str, name: str, data: bytes) -> None:
     seen = st.session_state[SEEN]
     if file_id in seen:
         return
     seen.add(file_id)
     try:
-        wave = load_audio(data, trim=True)
-    except AudioError as e:
+        own_classes().add_file(class_name, name, data)
+    except ValueError as e:  # AudioError included
         st.error(f"“{name}” was not added: {e}")
-        return
-    if wave.numel() < SAMPLE_RATE // 20 or float(wave.abs().max()) < 1e-4:
-        st.error(f"“{name}” was not added: it is silent or shorter than 50 ms.")
-        return
-    if not add_wave(cls, name, wave):
-        st.error(f"“{name}” was not added: {budget_message()}")
 
 
 def own_classes_editor() -> None:
-    classes = own_classes()
+    own = own_classes()
     st.markdown("Name two or more classes (say *clap*, *whistle*, *knock*), then give each a few examples: "
                 "upload files or record with the microphone. Five or more per class works best.")
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
@@ -112,58 +69,42 @@ def own_classes_editor() -> None:
         st.warning(msg)
     if msg := st.session_state.pop("own_msg_ok", None):
         st.success(msg)
-    for name in list(classes):
-        cls = classes[name]
+    for name, cls in list(own.classes.items()):
         # The count is drawn after the widgets below have added this run's files, so it is never stale.
         with st.expander(f"Class “{name}”", expanded=True):
-            ups = st.file_uploader(f"Add examples to “{name}”", accept_multiple_files=True, key=f"own_up_{cls['id']}",
+            ups = st.file_uploader(f"Add examples to “{name}”", accept_multiple_files=True, key=f"own_up_{cls.id}",
                                    max_upload_size=SOUND_UPLOAD_MB, help=SOUND_UPLOAD_HELP)
             for f in ups or []:
-                add_example(cls, f"up:{f.file_id}", f.name, f.getvalue())
+                add_example(name, f"up:{f.file_id}", f.name, f.getvalue())
                 release_upload(f)  # decoded and kept as a wave: the file's bytes need not stay on the server
-            rec = st.audio_input(f"Record an example of “{name}”", sample_rate=SAMPLE_RATE, key=f"own_rec_{cls['id']}")
+            rec = st.audio_input(f"Record an example of “{name}”", sample_rate=SAMPLE_RATE, key=f"own_rec_{cls.id}")
             if rec is not None:
-                add_example(cls, f"rec:{rec.file_id}", f"recording {len(cls['clips']) + 1}", rec.getvalue())
-            n = len(cls["clips"])
+                add_example(name, f"rec:{rec.file_id}", f"recording {len(cls.examples) + 1}", rec.getvalue())
+            n = len(cls.examples)
             st.caption(f"{name}: {n} example{'s' if n != 1 else ''}")
-            for clip in list(cls["clips"]):
+            for example in list(cls.examples):
                 c1, c2, c3 = st.columns([2, 3, 1], vertical_alignment="center")
-                c1.write(f"{clip['name']} ({clip['wave'].numel() / SAMPLE_RATE:.1f} s)")
-                if "wav" not in clip:  # encoded once, not on every rerun of the page
-                    clip["wav"] = to_wav_bytes(clip["wave"])
-                c2.audio(clip["wav"], format="audio/wav")
-                if c3.button("Remove", key=f"own_rm_clip_{clip['id']}", help="Remove this example"):
-                    cls["clips"].remove(clip)
+                c1.write(f"{example.name} ({example.seconds:.1f} s)")
+                c2.audio(example.wav, format="audio/wav")
+                if c3.button("Remove", key=f"own_rm_clip_{example.id}", help="Remove this example"):
+                    own.remove(name, example)
                     st.rerun()
-            if st.button(f"Remove “{name}”", key=f"own_rm_{cls['id']}"):
-                del classes[name]
+            if st.button(f"Remove “{name}”", key=f"own_rm_{cls.id}"):
+                own.remove_class(name)
                 st.rerun()
-    save_and_restore(classes)
+    save_and_restore(own)
 
 
-def saved_zip(classes: dict) -> bytes:
-    """The examples as a zip, built here in the page's run once per change and kept.
-
-    Not a deferred download callable: that ran on the server's download thread, iterating `classes` while a
-    rerun (an upload) added to it ("dictionary changed size during iteration"), and made visitors wait with
-    no sign of progress. The players' WAV bytes are reused, so this is copying, not encoding.
-    """
-    content = tuple((n, tuple(c["id"] for c in v["clips"])) for n, v in classes.items())
-    kept = st.session_state.get(SAVED_ZIP)
-    if kept is None or kept[0] != content:
-        with st.spinner("Packing your examples into a zip…"):
-            data = recordings.to_zip({n: [(c["name"], c.get("wav", c["wave"])) for c in v["clips"]] for n, v in classes.items()})
-        st.session_state[SAVED_ZIP] = kept = (content, data)
-    return kept[1]
-
-
-def save_and_restore(classes: dict) -> None:
+def save_and_restore(own: recordings.OwnClasses) -> None:
     """A session's examples vanish with its tab: save them as a zip of class folders, load them back."""
-    if any(cls["clips"] for cls in classes.values()):
+    if own.held_samples:
         c1, c2 = st.columns(2)
+        # The zip is built here in the page's run (and kept until the examples change), not by a deferred
+        # download callable: that ran on the server's download thread while a rerun added examples.
+        with st.spinner("Packing your examples into a zip…"):
+            data = own.to_zip()
         c1.download_button(
-            "Save these examples (.zip)", key="own_save", data=saved_zip(classes),
-            file_name="my-sounds.zip", mime="application/zip",
+            "Save these examples (.zip)", key="own_save", data=data, file_name="my-sounds.zip", mime="application/zip",
             help="One folder per class: load it here again later, or train on it with python -m envnet train.")
     else:
         c2 = st.container()
@@ -174,21 +115,14 @@ def save_and_restore(classes: dict) -> None:
         return
     st.session_state[SEEN].add(f"zip:{up.file_id}")
     try:
-        loaded, problems = recordings.from_zip(up.getvalue())
+        added, n_classes, problems = own.load_zip(up.getvalue())
     except ValueError as e:
         st.error(f"“{up.name}” could not be loaded: {e}")
         return
     finally:
         release_upload(up)
-    added = 0
-    for cls_name, items in loaded.items():
-        cls = classes.setdefault(cls_name, new_class())
-        added += sum(add_wave(cls, example_name, wave) for example_name, wave in items)
-    skipped = sum(len(v) for v in loaded.values()) - added
-    if skipped:
-        problems.insert(0, f"{skipped} example(s) not added: {budget_message()}")
-    st.session_state["own_msg_ok"] = (f"Loaded {added} example{'s' * (added != 1)} in {len(loaded)} "
-                                      f"class{'es' * (len(loaded) != 1)} from “{up.name}”.")
+    st.session_state["own_msg_ok"] = (f"Loaded {added} example{'s' * (added != 1)} in {n_classes} "
+                                      f"class{'es' * (n_classes != 1)} from “{up.name}”.")
     if problems:
         st.session_state["own_msg"] = f"Some of “{up.name}” was skipped: " + "; ".join(problems[:5])
     st.rerun()
@@ -197,11 +131,6 @@ def save_and_restore(classes: dict) -> None:
 def download_button() -> None:
     if not st.button("Download ESC-50 (includes ESC-10)", key="train_download",
                      help="About 600 MB from GitHub into the server's cache."):
-        return
-    try:
-        from envnet import download
-    except ImportError:
-        st.error("The dataset downloader is not part of this installation.")
         return
     if not _DOWNLOAD_LOCK.acquire(blocking=False):
         st.warning("Another visitor is downloading the dataset right now; try again in a few minutes.")
@@ -244,20 +173,12 @@ def choose_data() -> tuple[Dataset | None, Dataset | None]:
     source = st.radio("Training data", sources, horizontal=True, key="train_source")
     if source == "Your own classes":
         own_classes_editor()
-        examples = {n: [c["wave"] for c in v["clips"]] for n, v in own_classes().items()}
-        if sum(1 for w in examples.values() if w) < 2:
+        if sum(1 for c in own_classes().classes.values() if c.examples) < 2:
             st.info("Add at least two classes with at least one example each to train.")
             return None, None
-        ds = recordings.to_dataset(examples)
         val = st.selectbox("Validation", ["none", "hold out every 5th example"], key="train_val_own",
                            help="Held-out examples are not trained on; their accuracy shows what the model learned.")
-        if val == "none":
-            return ds, None
-        train, held = ds.select(exclude=[5]), ds.select(folds=[5])
-        if len({c.label for c in train.clips}) < len(ds.classes):
-            st.warning("Some class has too few examples to hold any out; training on everything instead.")
-            return ds, None
-        return train, held if len(held) else None
+        return own_classes().to_dataset(holdout=0 if val == "none" else 5)
     if source == "ESC-10 / ESC-50 (cache)":
         roots = dataset_roots()
         if not roots:
@@ -355,8 +276,6 @@ def finished(job: TrainingJob, state) -> None:
         chart(plots.filter_evolution_figure(state.snapshots, state.freqs), "train_evolution")
     blobs = st.session_state.setdefault("train_blobs", {})
     if job.id not in blobs:
-        import json
-
         blobs.clear()
         blobs[job.id] = (checkpoint.state_bytes(ck.model), json.dumps(ck.card, indent=2).encode())
     weights, card = blobs[job.id]

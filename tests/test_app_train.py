@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from envnet import recordings
 from envnet.audio import load_audio
-from envnet.session import SLOT
+from envnet.jobs import SLOT
 
 
 def wav(freq: float, seconds: float = 1.0, sr: int = 16_000, amplitude: float = 0.5) -> bytes:

@@ -14,7 +14,17 @@ import torch
 from conftest import TINY_CLASSES, sine, tiny_model
 
 from envnet import checkpoint
-from envnet.checkpoint import CheckpointError, from_bytes, list_checkpoints, load, make_card, save
+from envnet.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    checkpoint_stem,
+    from_bytes,
+    list_checkpoints,
+    load,
+    make_card,
+    safe_name,
+    save,
+)
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.predict import predict
 
@@ -312,3 +322,16 @@ def test_list_checkpoints_default_first_and_skips_broken(tmp_path) -> None:
 def test_the_shipped_folder_lists_the_default_first() -> None:
     found = list_checkpoints()
     assert found and found[0][0] == checkpoint.DEFAULT_NAME
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/tmp/x", "..", "a/b\\c", "  ", ".hidden"])
+def test_checkpoint_names_never_escape_the_folder(name):
+    stem = checkpoint_stem(name)
+    assert stem.parent == CHECKPOINT_DIR.resolve()
+    assert not stem.name.startswith(".") and "/" not in stem.name
+
+
+def test_safe_name_keeps_readable_names():
+    assert safe_name("my clap model") == "my-clap-model"
+    assert safe_name("ünïcode!!") == "n-code"
+    assert safe_name("") == "model"

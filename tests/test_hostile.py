@@ -25,13 +25,21 @@ import soundfile as sf
 import torch
 from conftest import TINY_CLASSES, encode, sine, tiny_model
 from safetensors.torch import save as st_save
+from tonedata import tiny_config
 
-from envnet import audio, checkpoint, limits, recordings, session
+from envnet import audio, checkpoint, jobs, limits, recordings
 from envnet.audio import AudioError, DecodeError, UnsupportedRateError, load_audio
-from envnet.checkpoint import CheckpointError, card_from_bytes, from_bytes, make_card, state_bytes
+from envnet.checkpoint import (
+    CheckpointError,
+    card_from_bytes,
+    checkpoint_stem,
+    from_bytes,
+    make_card,
+    safe_name,
+    state_bytes,
+)
 from envnet.cli import main
 from envnet.recordings import to_dataset
-from envnet.session import checkpoint_stem, safe_name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -407,10 +415,10 @@ def own_tmp(tmp_path, monkeypatch) -> Path:
 
 def test_a_run_refused_for_a_busy_slot_leaves_no_folder(own_tmp) -> None:
     """Was: every run left its temp folder behind, even when the slot was busy."""
-    slot = session.TrainingSlot()
+    slot = jobs.TrainingSlot()
     slot.acquire("someone else")
-    job = session.TrainingJob(to_dataset({"low": tones(200), "high": tones(3000)}), None,
-                              session.tiny_config(epochs=1), "busy", slot=slot)
+    job = jobs.TrainingJob(to_dataset({"low": tones(200), "high": tones(3000)}), None,
+                           tiny_config(epochs=1), "busy", slot=slot)
     assert not job.start()
     assert not list(own_tmp.glob("envnet-run-*"))
 
@@ -418,18 +426,17 @@ def test_a_run_refused_for_a_busy_slot_leaves_no_folder(own_tmp) -> None:
 @pytest.mark.slow  # one tiny training
 def test_a_finished_run_keeps_only_its_model_and_its_folder_goes_when_forgotten(own_tmp, monkeypatch) -> None:
     ds = to_dataset({"low": tones(200), "high": tones(3000)})
-    job = session.TrainingJob(ds, None, session.tiny_config(epochs=1, filters_every=0), "kept",
-                              slot=session.TrainingSlot(), heartbeat_timeout=3600)
+    job = jobs.TrainingJob(ds, None, tiny_config(epochs=1, filters_every=0), "kept",
+                           slot=jobs.TrainingSlot(), heartbeat_timeout=3600)
     assert job.start()
     job.join(120)
     folder = job.out.parent
     assert folder.parent == own_tmp and folder.name.startswith("envnet-run-")
     # The resume state (twice the model's size) is gone; the model stays while the run is findable.
     assert sorted(p.name for p in folder.iterdir()) == ["kept.json", "kept.safetensors"]
-    monkeypatch.setattr(session, "KEPT_RUNS", 0)
-    session._remember(session.TrainingJob(ds, None, session.tiny_config(epochs=1), "next",
-                                          slot=session.TrainingSlot()))
-    assert session.find_run(job.token) is None and not folder.exists()
+    monkeypatch.setattr(jobs, "KEPT_RUNS", 0)
+    jobs._remember(jobs.TrainingJob(ds, None, tiny_config(epochs=1), "next", slot=jobs.TrainingSlot()))
+    assert jobs.find_run(job.token) is None and not folder.exists()
 
 
 @pytest.mark.slow  # a training stopped by the clock
@@ -439,9 +446,9 @@ def test_a_public_server_stops_a_run_at_its_time_limit(own_tmp, monkeypatch) -> 
     monkeypatch.setattr(limits, "PUBLIC_MAX_TRAIN_SECONDS", 2)
     ds = to_dataset({"low": tones(200), "high": tones(3000)})
     with pytest.raises(ValueError, match="at most 200"):
-        session.TrainingJob(ds, None, session.tiny_config(epochs=201), "greedy", slot=session.TrainingSlot())
-    job = session.TrainingJob(ds, None, session.tiny_config(epochs=200, filters_every=0), "greedy",
-                              slot=session.TrainingSlot(), heartbeat_timeout=3600)
+        jobs.TrainingJob(ds, None, tiny_config(epochs=201), "greedy", slot=jobs.TrainingSlot())
+    job = jobs.TrainingJob(ds, None, tiny_config(epochs=200, filters_every=0), "greedy",
+                           slot=jobs.TrainingSlot(), heartbeat_timeout=3600)
     assert job.start()
     job.join(60)
     s = job.snapshot()
@@ -452,7 +459,7 @@ def test_a_public_server_stops_a_run_at_its_time_limit(own_tmp, monkeypatch) -> 
 def test_class_names_are_checked_before_training() -> None:
     ds = to_dataset({"Free prize ![x](http://e/p.png)": tones(200), "high": tones(3000)})
     with pytest.raises(ValueError, match="not allowed"):
-        session.TrainingJob(ds, None, session.tiny_config(), "x", slot=session.TrainingSlot())
+        jobs.TrainingJob(ds, None, tiny_config(), "x", slot=jobs.TrainingSlot())
 
 
 def _trained(name: str, classes=("low", "high")) -> checkpoint.Checkpoint:
@@ -463,21 +470,21 @@ def _trained(name: str, classes=("low", "high")) -> checkpoint.Checkpoint:
 def test_sharing_is_off_on_a_public_server(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("ENVNET_PUBLIC", "1")
     with pytest.raises(CheckpointError, match="sharing is off"):
-        session.share(_trained("mine"), tmp_path)
+        jobs.share(_trained("mine"), tmp_path)
     assert not list(tmp_path.iterdir())
 
 
 def test_shared_models_are_labelled_exclusive_reserved_and_within_a_quota(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("ENVNET_PUBLIC", raising=False)
-    stem = session.share(_trained("mine"), tmp_path)
+    stem = jobs.share(_trained("mine"), tmp_path)
     assert checkpoint.load(stem).card["shared_by"] == "a visitor"
     with pytest.raises(CheckpointError, match="already exists"):
-        session.share(_trained("mine"), tmp_path)
+        jobs.share(_trained("mine"), tmp_path)
     with pytest.raises(CheckpointError, match="kept for the shipped models"):
-        session.share(_trained("envnet-esc10-official"), tmp_path)
+        jobs.share(_trained("envnet-esc10-official"), tmp_path)
     used = sum(p.stat().st_size for p in tmp_path.iterdir())
     with pytest.raises(CheckpointError, match="space for shared models is full"):
-        session.share(_trained("another"), tmp_path, quota=used + 1000)
+        jobs.share(_trained("another"), tmp_path, quota=used + 1000)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.json", "mine.safetensors"]
 
 

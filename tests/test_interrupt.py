@@ -17,7 +17,8 @@ from safetensors import safe_open
 from tonedata import memory_dataset, write_class_folders
 
 from envnet import checkpoint, cli
-from envnet.train import STATE_KEY, TrainConfig, Trainer
+from envnet.checkpoint import STATE_KEY
+from envnet.train import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tonedata import tone_clips
 
 from envnet import recordings
 from envnet.data import read_class_folders
+from envnet.recordings import to_dataset
 
 SR = 16_000
 
@@ -100,3 +102,61 @@ def test_loading_stops_at_the_sound_budget_and_says_so(monkeypatch):
     loaded, problems = recordings.from_zip(make_zip({f"c/{i}.wav": one for i in range(4)}), trim=False)
     assert [n for n, _ in loaded["c"]] == ["0.wav", "1.wav"]
     assert problems == ["c/2.wav and the rest: over 1 seconds of sound, not loaded"]
+
+
+def test_own_dataset_assigns_every_class_to_folds_and_skips_empty_classes():
+    ds = to_dataset({"low": tone_clips(200, 6), "high": tone_clips(3000, 5), "empty": []})
+    assert ds.classes == ["low", "high"]
+    assert len(ds) == 11 and len(ds.waves) == 11
+    held = ds.select(folds=[1])
+    assert sorted(c.label for c in held.clips) == [0, 0, 1]  # round-robin: examples 0 and 5 of "low"
+    with pytest.raises(ValueError, match="two classes"):
+        to_dataset({"only": tone_clips(200)})
+
+
+def test_own_classes_refuse_bad_names_silence_and_sound_over_the_budget(monkeypatch):
+    monkeypatch.setattr(recordings, "MAX_TOTAL_SECONDS", 1.2)
+    own = recordings.OwnClasses()
+    own.add_class("clap")
+    for bad, words in [("", "Type a name"), ("clap", "already a class"), ("<b>x</b>", "class name")]:
+        with pytest.raises(ValueError, match=words):
+            own.add_class(bad)
+    with pytest.raises(ValueError, match="silent"):
+        own.add("clap", "quiet.wav", torch.zeros(SR))
+    with pytest.raises(ValueError, match="shorter than 50 ms"):
+        own.add("clap", "click.wav", tone(440, seconds=0.01))
+    own.add("clap", "a.wav", tone(440))
+    own.add("knock", "b.wav", tone(880))  # a new class is made on the way
+    assert list(own.classes) == ["clap", "knock"] and own.held_samples == SR
+    with pytest.raises(ValueError, match="already holds 1.2 seconds"):
+        own.add("knock", "c.wav", tone(880))
+    assert own.held_samples == SR  # nothing kept from the refusal
+    with pytest.raises(recordings.AudioError):
+        own.add_file("clap", "junk.wav", b"not audio")
+
+
+def test_own_classes_round_trip_through_a_zip_and_become_datasets():
+    own = recordings.OwnClasses()
+    for i in range(6):
+        own.add("low", f"low{i}.wav", tone(200 + 10 * i))
+    for i in range(5):
+        own.add("high", f"high{i}.wav", tone(3000 + 50 * i))
+    data = own.to_zip()
+    assert own.to_zip() is data  # kept while nothing changes
+    own.remove("low", own.classes["low"].examples[0])
+    assert own.to_zip() != data
+    back = recordings.OwnClasses()
+    added, n_classes, problems = back.load_zip(data)
+    assert (added, n_classes, problems) == (11, 2, [])
+    assert [e.name for e in back.classes["low"].examples] == [f"low{i}.wav" for i in range(6)]
+    torch.testing.assert_close(back.classes["high"].examples[2].wave, own.classes["high"].examples[2].wave,
+                               atol=1e-4, rtol=0)  # 16-bit PCM
+    everything, none = back.to_dataset()
+    assert none is None and len(everything) == 11 and everything.classes == ["low", "high"]
+    train, held = back.to_dataset(holdout=5)
+    assert sorted(c.label for c in held.clips) == [0, 1]  # the 5th example of each class
+    assert len(train) == 9 and {c.label for c in train.clips} == {0, 1}
+    small = recordings.OwnClasses()
+    small.add("a", "a.wav", tone(300))
+    small.add("b", "b.wav", tone(900))
+    assert small.to_dataset(holdout=5)[1] is None  # too few examples to hold any out: train on all

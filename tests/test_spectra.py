@@ -3,16 +3,21 @@ learned filters and of a mel filterbank, checked against answers known in advanc
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
 import torchaudio.functional as AF
 from conftest import tiny_model
 
-from envnet.model import N_BANDS, N_FRAMES, POOL, SAMPLE_RATE, WINDOW, EnvNet
+from envnet import spectra
+from envnet.model import N_BANDS, N_FRAMES, POOL, SAMPLE_RATE, WINDOW, EnvNet, build_model
 from envnet.spectra import (
     N_FFT,
     FrequencyResponse,
+    cached_frequency_response,
     frequency_response,
     kernel_spectra,
     learned_spectrogram,
@@ -191,3 +196,19 @@ def test_kernel_spectra() -> None:
     w, db, freqs = kernel_spectra(model)
     assert w.shape == (40, 8) and db.shape == (40, 257) and freqs.shape == (257,)
     assert freqs[int(db[0].argmax())] == pytest.approx(2000, abs=300)
+
+
+def test_frequency_response_is_measured_once_per_model_object(monkeypatch):
+    calls = []
+    monkeypatch.setattr(spectra, "frequency_response", lambda m: calls.append(m) or object())
+    m1, m2 = build_model(n_classes=2, fc_width=64), build_model(n_classes=2, fc_width=64)
+    a = cached_frequency_response(m1)
+    assert cached_frequency_response(m1) is a and len(calls) == 1
+    assert cached_frequency_response(m2) is not a and len(calls) == 2
+    calls.clear()
+    gone = weakref.ref(m2)
+    del m2
+    gc.collect()
+    # A dropped model does not stay alive in the cache (counting entries would also count other tests'
+    # models, which their AppTest sessions release at their own pace).
+    assert gone() is None and m1 in spectra._fr_cache

@@ -86,7 +86,7 @@ def test_events_in_order_with_their_keys(tmp_path, monkeypatch):
     assert "val_acc" not in first and {"val_acc", "val_loss"} <= second.keys()  # evaluated every 2nd epoch
     assert 0 <= second["val_acc"] <= 1
     filt = events[1]
-    assert filt["response"].shape == (40, 8) and sorted(filt["order"].tolist()) == list(range(40))
+    assert filt["response"].response.shape == (40, 8) and sorted(filt["response"].order.tolist()) == list(range(40))
     assert events[-2]["path"].endswith("run.safetensors") and events[-2]["epoch"] == 2
     assert end["stopped"] is False and end["epoch"] == 2 and len(end["history"]) == 2
 

@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 
 from envnet.data import Clip, Dataset
+from envnet.train import TrainConfig
 
 SR = 16_000
 CLASSES = ["low", "high", "noise"]
@@ -74,3 +75,16 @@ def write_esc50(root: Path, per_class_per_fold: int = 1, folds: tuple[int, ...] 
         w.writeheader()
         w.writerows(rows)
     return root
+
+
+def tone_clips(freq: float, n: int = 3, seconds: float = 1.0) -> list[torch.Tensor]:
+    """n slightly different tones of one pitch, as a user's own recordings of one class might be."""
+    t = torch.arange(int(seconds * SR)) / SR
+    return [(0.3 + 0.1 * i) * torch.sin(2 * torch.pi * freq * (1 + 0.02 * i) * t) for i in range(n)]
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    """Settings that finish in seconds: two epochs, small batches, a narrow classifier, fp32."""
+    base = dict(epochs=2, batch_size=8, fc_width=64, eval_every=1, filters_every=1, bf16=False)
+    base.update(overrides)
+    return TrainConfig(**base)

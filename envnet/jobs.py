@@ -1,33 +1,30 @@
-"""What the app needs besides widgets, with no Streamlit in it: one training at a time per server, a
-training run in a background thread whose events a page can poll and find again by token, safe
-checkpoint names, and per-model caches.
+"""What the server shares between visitors, with no Streamlit in it: one training at a time per server,
+a training run in a background thread whose events a page can poll and find again by token, and the
+folder of models visitors share.
 
 Many people may share one server (a public Space): the only process-wide state here is the training
-slot and caches keyed by model object; everything a user makes lives in their own session.
+slot and the recent runs; everything a user makes lives in their own session.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import tempfile
 import threading
 import time
 import uuid
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from envnet import checkpoint, limits
-from envnet.checkpoint import CHECKPOINT_DIR, Checkpoint
+from envnet.checkpoint import CHECKPOINT_DIR, Checkpoint, checkpoint_stem, safe_name
 from envnet.data import Dataset
-from envnet.model import EnvNet
 from envnet.progress import TimeLeft
-from envnet.spectra import FrequencyResponse, frequency_response
+from envnet.spectra import FrequencyResponse
 from envnet.train import TrainConfig, Trainer
 
 # Seconds without a page poll before a run is treated as abandoned and stopped. The environment variable
@@ -38,29 +35,7 @@ KEPT_RUNS = 4  # finished runs the server keeps findable by token; each holds a 
 SHARED_QUOTA_BYTES = 1 << 30  # checkpoints/ may grow to this with visitors' shared models (a 4096-wide one is 97 MB)
 
 
-# ---- names and paths ----------------------------------------------------------------------------
-
-_NAME = re.compile(r"[^A-Za-z0-9_-]+")
-RESERVED_PREFIX = "envnet"  # shipped models' names: no visitor's shared model may pass for one
-
-
-def safe_name(name: str, fallback: str = "model") -> str:
-    """A file-name-safe version of a user's text: letters, digits, _ and - only. No dots: NAME.v2 would
-    otherwise read as NAME with a suffix, and a leading dot would hide the file."""
-    cleaned = _NAME.sub("-", name.strip()).strip("-")[:64].strip("-")
-    return cleaned or fallback
-
-
-def checkpoint_stem(name: str, folder: Path = CHECKPOINT_DIR) -> Path:
-    """NAME → folder/NAME for a visitor's shared model, refusing anything that would land outside the
-    folder or take a shipped model's name (any name starting with "envnet")."""
-    stem = (folder / safe_name(name)).resolve()
-    if stem.parent != folder.resolve():
-        raise checkpoint.CheckpointError(f"{name!r} is not a valid checkpoint name")
-    if stem.name.lower().startswith(RESERVED_PREFIX):
-        raise checkpoint.CheckpointError(f"names starting with “{RESERVED_PREFIX}” are kept for the shipped models; "
-                                         "choose another name")
-    return stem
+# ---- the shared folder -------------------------------------------------------------------------------
 
 
 def share(ckpt: Checkpoint, folder: Path = CHECKPOINT_DIR, quota: int = SHARED_QUOTA_BYTES) -> Path:
@@ -83,25 +58,6 @@ def share(ckpt: Checkpoint, folder: Path = CHECKPOINT_DIR, quota: int = SHARED_Q
 
 SHARE_OFF = ("sharing is off on this public server: a model shared here would be offered to every visitor "
              "without anyone checking it. Download it instead, and upload it in the sidebar where you need it.")
-
-
-# ---- per-model caches ---------------------------------------------------------------------------
-
-_fr_cache: weakref.WeakKeyDictionary[EnvNet, FrequencyResponse] = weakref.WeakKeyDictionary()
-_fr_lock = threading.Lock()
-
-
-def cached_frequency_response(model: EnvNet) -> FrequencyResponse:
-    """The filters' frequency response, measured once per model object (96 tones through the feature
-    block is ~1 s on a small CPU). Weak keys: a model a session drops is not kept alive by the cache."""
-    with _fr_lock:
-        hit = _fr_cache.get(model)
-    if hit is not None:
-        return hit
-    fr = frequency_response(model)
-    with _fr_lock:
-        _fr_cache[model] = fr
-    return fr
 
 
 # ---- one training at a time ---------------------------------------------------------------------
@@ -264,7 +220,7 @@ class TrainingJob:
             self.trainer.opt.state.clear()
             self.trainer.train_ds = self.trainer.val_ds = None
             # The full-precision resume state (twice the model) serves only `envnet train --resume`.
-            for p in self.trainer._state_paths():
+            for p in checkpoint.state_paths(self.out):
                 p.unlink(missing_ok=True)
             self.slot.release(self.id)
 
@@ -333,10 +289,10 @@ class TrainingJob:
                 s.history.append(row)
                 s.elapsed = ev["elapsed"]
             elif kind == "filters":
-                s.freqs = np.asarray(ev["freqs"])
-                s.snapshots.append((int(ev["epoch"]), np.asarray(ev["response"])))
-                s.latest = FrequencyResponse(s.freqs, np.asarray(ev["response"]), np.asarray(ev["order"]),
-                                             np.asarray(ev["centres"]))
+                fr: FrequencyResponse = ev["response"]
+                s.freqs = fr.freqs
+                s.snapshots.append((int(ev["epoch"]), fr.response))
+                s.latest = fr
             elif kind == "end":
                 s.elapsed = ev["seconds"]
 
@@ -347,9 +303,3 @@ class TrainingJob:
             return RunState(s.status, s.epochs, s.epoch, s.batch, s.n_batches, s.elapsed, list(s.history),
                             list(s.batch_losses), list(s.snapshots), s.freqs, s.latest, s.error, s.message)
 
-
-def tiny_config(**overrides) -> TrainConfig:
-    """Settings that finish in seconds on a laptop: for tests and classroom demos."""
-    base = dict(epochs=2, batch_size=8, fc_width=64, eval_every=1, filters_every=1, bf16=False)
-    base.update(overrides)
-    return TrainConfig(**base)

@@ -1,5 +1,5 @@
-"""The app's non-Streamlit helpers: one training per server, background runs that always release the
-server, datasets from a user's own clips, safe checkpoint names and the demo sounds."""
+"""One training per server, and background runs that report their events, always release the server,
+stop themselves when abandoned and stay findable by token."""
 
 from __future__ import annotations
 
@@ -7,25 +7,10 @@ import time
 
 import pytest
 import torch
+from tonedata import tiny_config, tone_clips
 
-from envnet import examples
-from envnet.checkpoint import CHECKPOINT_DIR
-from envnet.model import SAMPLE_RATE, build_model
+from envnet.jobs import TrainingJob, TrainingSlot, find_run
 from envnet.recordings import to_dataset
-from envnet.session import (
-    TrainingJob,
-    TrainingSlot,
-    cached_frequency_response,
-    checkpoint_stem,
-    find_run,
-    safe_name,
-    tiny_config,
-)
-
-
-def tone_clips(freq: float, n: int = 3, seconds: float = 1.0) -> list[torch.Tensor]:
-    t = torch.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    return [(0.3 + 0.1 * i) * torch.sin(2 * torch.pi * freq * (1 + 0.02 * i) * t) for i in range(n)]
 
 
 def test_slot_admits_one_owner_at_a_time():
@@ -36,29 +21,6 @@ def test_slot_admits_one_owner_at_a_time():
     assert slot.owner == "a"
     slot.release("a")
     assert slot.owner is None and slot.acquire("b")
-
-
-def test_own_dataset_assigns_every_class_to_folds_and_skips_empty_classes():
-    ds = to_dataset({"low": tone_clips(200, 6), "high": tone_clips(3000, 5), "empty": []})
-    assert ds.classes == ["low", "high"]
-    assert len(ds) == 11 and len(ds.waves) == 11
-    held = ds.select(folds=[1])
-    assert sorted(c.label for c in held.clips) == [0, 0, 1]  # round-robin: examples 0 and 5 of "low"
-    with pytest.raises(ValueError, match="two classes"):
-        to_dataset({"only": tone_clips(200)})
-
-
-@pytest.mark.parametrize("name", ["../../etc/passwd", "/tmp/x", "..", "a/b\\c", "  ", ".hidden"])
-def test_checkpoint_names_never_escape_the_folder(name):
-    stem = checkpoint_stem(name)
-    assert stem.parent == CHECKPOINT_DIR.resolve()
-    assert not stem.name.startswith(".") and "/" not in stem.name
-
-
-def test_safe_name_keeps_readable_names():
-    assert safe_name("my clap model") == "my-clap-model"
-    assert safe_name("ünïcode!!") == "n-code"
-    assert safe_name("") == "model"
 
 
 @pytest.mark.slow  # two tiny trainings with three filter measurements
@@ -113,40 +75,3 @@ def test_an_abandoned_run_stops_itself_and_keeps_its_model(tmp_path):
     assert s.status == "stopped" and "nobody was watching" in s.message
     assert len(s.history) < 500 and slot.owner is None
     assert job.result is not None
-
-
-def test_frequency_response_is_measured_once_per_model_object(monkeypatch):
-    import gc
-    import weakref
-
-    from envnet import session
-
-    calls = []
-    monkeypatch.setattr(session, "frequency_response", lambda m: calls.append(m) or object())
-    m1, m2 = build_model(n_classes=2, fc_width=64), build_model(n_classes=2, fc_width=64)
-    a = cached_frequency_response(m1)
-    assert cached_frequency_response(m1) is a and len(calls) == 1
-    assert cached_frequency_response(m2) is not a and len(calls) == 2
-    calls.clear()
-    gone = weakref.ref(m2)
-    del m2
-    gc.collect()
-    # A dropped model does not stay alive in the cache (counting entries would also count other tests'
-    # models, which their AppTest sessions release at their own pace).
-    assert gone() is None and m1 in session._fr_cache
-
-
-def test_demo_sounds_are_valid_clips():
-    for name, make in examples.DEMO_SOUNDS.items():
-        w = make()
-        assert w.dtype == torch.float32 and w.dim() == 1, name
-        assert w.numel() == int(examples.DURATION * SAMPLE_RATE), name
-        assert torch.isfinite(w).all() and 0.05 < float(w.abs().max()) <= 1.0, name
-
-
-def test_sweep_rises_in_frequency():
-    w = examples.sweep(100.0, 4000.0, seconds=2.0)
-    first, last = w[: SAMPLE_RATE // 4], w[-SAMPLE_RATE // 4 :]
-    zero_crossings = lambda x: int(((x[:-1] < 0) & (x[1:] >= 0)).sum())  # noqa: E731
-    assert zero_crossings(last) > 10 * zero_crossings(first)
-
