@@ -139,7 +139,8 @@ def front_matter(readme: str) -> dict[str, str]:
 
 def makefile_commands(makefile: str, target: str, variables: dict[str, str] | None = None,
                       seen: set[str] | None = None) -> list[list[str]]:
-    """The commands `make TARGET` runs: prerequisites first, $(VAR)s expanded, `@`/`-` prefixes dropped."""
+    """The commands `make TARGET` runs: prerequisites first, $(VAR)s expanded, `@`/`-` prefixes dropped,
+    continued lines joined."""
     variables = dict(variables or {})
     for m in re.finditer(r"^(\w+)\s*\??:?=\s*(.*)$", makefile, re.M):
         variables.setdefault(m.group(1), m.group(2).strip())
@@ -152,7 +153,7 @@ def makefile_commands(makefile: str, target: str, variables: dict[str, str] | No
     cmds = []
     for dep in m.group(1).split():
         cmds += makefile_commands(makefile, dep, variables, seen)
-    for line in m.group(2).splitlines():
+    for line in re.sub(r"\\\n\t", " ", m.group(2)).splitlines():  # a trailing backslash continues the line
         line = line.strip().lstrip("@-")
         if not line:
             continue
