@@ -204,8 +204,7 @@ def warm_up(model) -> None:
     Everything lands in the caches the pages read; it changes no result."""
     from envnet.model import WINDOW
     from envnet.predict import predict
-    from envnet.session import cached_frequency_response
-    from envnet.spectra import learned_spectrogram, mel_spectrogram
+    from envnet.spectra import cached_frequency_response, learned_spectrogram, mel_spectrogram
 
     classes = [str(i) for i in range(model.config.n_classes)]
     clip = 0.1 * torch.randn(5 * 16_000, generator=torch.Generator().manual_seed(0))
