@@ -1,0 +1,176 @@
+"""The live microphone path: what it costs per second of audio, and how long a sound takes to reach the screen.
+
+    python benchmarks/live.py                # library cost + the browser measurement (about 1.5 minutes)
+    python benchmarks/live.py --only library # the library alone (about 20 s)
+    python benchmarks/live.py --json         # results as JSON on stdout
+
+library: envnet.stream.LiveStream fed as the Live page feeds it (20 ms frames of 48 kHz packed int16 stereo,
+  an update every 12 frames = 0.24 s), with the shipped model, for streams of 10, 60 and 300 s. Reported: CPU
+  time per second of audio (the thread's own CPU clock, so other work on the machine does not count) and the
+  wall time of one update (what the page waits for). Beside it, the batch alternative the stream replaces:
+  at each update, the last 1.5 s window's learned + mel spectrograms and prediction from scratch.
+browser: `streamlit run app.py`, Debian's Chromium with a fake microphone playing a generated clip, the Live
+  page, Start. Every time plotly finishes drawing a live map (its plotly_afterplot event) the page's clock is
+  compared with the figure's meta.arrived, the server's time.time() when the newest audio in it arrived from
+  WebRTC: browser and server share this machine's clock, so the difference is arrival → pixels on screen.
+  Also: how often the maps redraw. Not measured: microphone → server (browser capture, Opus encoding in 20 ms
+  frames, loopback, aiortc's jitter buffer), which has no shared timestamp to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from bench import fmt, log, machine, stats  # noqa: E402
+
+from envnet import load_checkpoint  # noqa: E402
+from envnet.audio import resample  # noqa: E402
+from envnet.model import WINDOW  # noqa: E402
+from envnet.predict import predict  # noqa: E402
+from envnet.spectra import learned_spectrogram, mel_spectrogram  # noqa: E402
+from envnet.stream import LiveStream  # noqa: E402
+
+FRAMES_PER_UPDATE = 12  # 0.24 s: the page's UPDATE_EVERY
+
+
+def frames(seconds: float, seed: int = 0):
+    """20 ms frames as aiortc hands them over: packed s16 stereo at 48 kHz, (1, 1920)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(960) / 48_000
+    for i in range(int(seconds * 50)):
+        x = 0.3 * np.sin(2 * np.pi * (300 + 20 * (i % 50)) * (t + i * 0.02)) + 0.05 * rng.standard_normal(960)
+        pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16)
+        yield np.stack([pcm, pcm], 1).reshape(1, -1)
+
+
+def bench_library(lengths=(10, 60, 300)) -> dict:
+    ck = load_checkpoint()
+    out = {"model": ck.name, "frames_per_update": FRAMES_PER_UPDATE}
+    for seconds in lengths:
+        live = LiveStream(ck.model, ck.classes)
+        walls, cpu0 = [], time.thread_time()
+        for i, f in enumerate(frames(seconds)):
+            live.push_frame(f, 48_000, 2)
+            if i % FRAMES_PER_UPDATE == FRAMES_PER_UPDATE - 1:
+                t = time.perf_counter()
+                live.update()
+                walls.append(time.perf_counter() - t)
+        cpu = time.thread_time() - cpu0  # pushing (mixdown) included: the audio thread's share too
+        steady = walls[10:]  # the first updates build the fused model and caches
+        out[f"{seconds}s"] = {"cpu_ms_per_audio_s": 1e3 * cpu / seconds, "update": stats(steady)}
+        log(f"stream of {seconds:4d} s: CPU {1e3 * cpu / seconds:6.1f} ms per second of audio; "
+            f"one update {fmt(stats(steady))}")
+    # The batch alternative: recompute the last window's maps and answer at every update.
+    pcm = np.concatenate([f.reshape(-1, 2)[:, 0] for f in frames(3)]).astype(np.float32) / 32768
+    wave = resample(torch.from_numpy(pcm), 48_000)
+    win = wave[-WINDOW:]
+    n = 20
+    with torch.inference_mode():
+        torch.set_num_threads(1)  # as the stream runs (envnet.stream._one_thread)
+        learned_spectrogram(ck.model, win), predict(ck.model, win, ck.classes, n_crops=1)
+        walls = []
+        for _ in range(n):
+            t = time.perf_counter()
+            learned_spectrogram(ck.model, win)
+            mel_spectrogram(win)
+            predict(ck.model, win, ck.classes, n_crops=1)
+            walls.append(time.perf_counter() - t)
+    per_s = statistics.median(walls) * (50 / FRAMES_PER_UPDATE)
+    out["batch_per_update"] = {"update": stats(walls), "cpu_ms_per_audio_s_estimate": 1e3 * per_s}
+    log(f"batch alternative (last window from scratch each update): {fmt(stats(walls))}, "
+        f"≈ {1e3 * per_s:.0f} ms per second of audio")
+    return out
+
+
+AFTERPLOT_JS = """
+() => {
+  window.__live = [];
+  const hook = gd => {
+    if (gd.__liveHooked) return;
+    gd.__liveHooked = true;
+    gd.on('plotly_afterplot', () => {
+      const m = (gd.layout && gd.layout.meta) || {};
+      const title = gd.layout && gd.layout.title ? gd.layout.title.text : '';
+      if (m.arrived > 0 && title.startsWith('Learned')) window.__live.push([Date.now() / 1000, m.arrived, m.seconds]);
+    });
+  };
+  setInterval(() => document.querySelectorAll('.js-plotly-plot').forEach(hook), 100);
+}
+"""
+
+
+def bench_browser(seconds: float = 40.0) -> dict:
+    import soundfile as sf
+    from playwright.sync_api import sync_playwright
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser import pw
+    from browser.browser_support import StreamlitServer, launch, new_context
+    from browser.test_live import FAKE_MIC, WEBRTC_FRAME
+
+    tmp = Path(tempfile.mkdtemp(prefix="envnet-live-"))
+    x = np.concatenate([f.reshape(-1, 2)[:, 0] for f in frames(5)]) / 32768
+    wav = tmp / "mic.wav"
+    sf.write(wav, x, 48_000, subtype="PCM_16")
+    srv = StreamlitServer(tmp / "server.log").start()
+    try:
+        with sync_playwright() as p:
+            browser = launch(p, FAKE_MIC + [f"--use-file-for-fake-audio-capture={wav}"])
+            page = new_context(browser, permissions=["microphone"]).new_page()
+            pw.open_app(page, srv.url, "live")
+            pw.wait_plot(page, "Learned spectrogram, live")
+            page.evaluate(AFTERPLOT_JS)
+            load = os.getloadavg()[0]
+            page.frame_locator(WEBRTC_FRAME).get_by_role("button", name="Start").click()
+            page.wait_for_timeout(int(seconds * 1000))
+            rows = page.evaluate("() => window.__live")
+            browser.close()
+    finally:
+        srv.stop()
+    rows = [r for r in rows if r[2] > 3.0]  # after the first seconds of connecting and warming up
+    if len(rows) < 3:
+        raise RuntimeError(f"only {len(rows)} live redraws were seen")
+    lat = [shown - arrived for shown, arrived, _ in rows]
+    gaps = [b[0] - a[0] for a, b in zip(rows, rows[1:], strict=False)]
+    out = {"load_at_start": load, "redraws": len(rows), "arrival_to_screen": stats(lat),
+           "p95_arrival_to_screen_ms": 1e3 * float(np.percentile(lat, 95)),
+           "redraw_interval": stats(gaps), "redraws_per_s": 1 / statistics.median(gaps)}
+    log(f"arrival → on screen: {fmt(stats(lat))}, p95 {out['p95_arrival_to_screen_ms']:.0f} ms "
+        f"({len(rows)} redraws; load {load:.1f} at the start)")
+    log(f"maps redrawn every {fmt(stats(gaps))} = {out['redraws_per_s']:.1f} per second")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", default="library,browser")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--seconds", type=float, default=40.0, help="how long the browser streams")
+    args = ap.parse_args(argv)
+    results = {"machine": machine()}
+    log(json.dumps(results["machine"]))
+    only = set(args.only.split(","))
+    if "library" in only:
+        results["library"] = bench_library()
+    if "browser" in only:
+        results["browser"] = bench_browser(args.seconds)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
