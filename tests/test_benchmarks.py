@@ -60,3 +60,14 @@ def test_targets_compare_what_was_measured(bench):
     rows = bench.targets({"classify": {"clips": {"5s": {"speedup": 2.4}}},
                           "browser": {"targets": {"upload_s": 1.5}, "upload_s": {"median": 2.0}}})
     assert [(r["what"].split()[0], r["met"]) for r in rows] == [("classify", True), ("browser:", False)]
+
+
+def test_live_benchmark_runs_and_reports_cost_per_second(capsys):
+    spec = importlib.util.spec_from_file_location("envnet_bench_live", ROOT / "benchmarks" / "live.py")
+    live = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(live)
+    assert live.main(["--only", "library", "--lengths", "3", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    lib = results["library"]
+    assert lib["3s"]["cpu_ms_per_audio_s"] > 0 and lib["3s"]["update"]["n"] >= 1
+    assert lib["batch_per_update"]["update"]["median"] > 0
