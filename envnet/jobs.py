@@ -1,6 +1,6 @@
 """What the server shares between visitors, with no Streamlit in it: one training at a time per server,
-a training run in a background thread whose events a page can poll and find again by token, and the
-folder of models visitors share.
+a training run in a background thread whose events a page can poll and find again by token, the
+folder of models visitors share, and the cap on live microphone streams (envnet/stream.py).
 
 Many people may share one server (a public Space): the only process-wide state here is the training
 slot and the recent runs; everything a user makes lives in their own session.
@@ -303,3 +303,54 @@ class TrainingJob:
             return RunState(s.status, s.epochs, s.epoch, s.batch, s.n_batches, s.elapsed, list(s.history),
                             list(s.batch_losses), list(s.snapshots), s.freqs, s.latest, s.error, s.message)
 
+
+# ---- live microphone streams ---------------------------------------------------------------------------
+
+
+class StreamCap:
+    """At most `limit` live streams per server. A holder renews its lease on every update; a lease left
+    unrenewed for `stale_after` seconds (a closed tab, a dropped connection) is taken back."""
+
+    def __init__(self, limit: int, stale_after: float = 15.0) -> None:
+        self.limit, self.stale_after = max(0, limit), stale_after
+        self._leases: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        for owner in [o for o, t in self._leases.items() if now - t > self.stale_after]:
+            del self._leases[owner]
+
+    def acquire(self, owner: str) -> bool:
+        """Take or renew `owner`'s lease; False when the server is full."""
+        now = time.monotonic()
+        with self._lock:
+            self._expire(now)
+            if owner not in self._leases and len(self._leases) >= self.limit:
+                return False
+            self._leases[owner] = now
+            return True
+
+    def release(self, owner: str) -> None:
+        with self._lock:
+            self._leases.pop(owner, None)
+
+    def holds(self, owner: str) -> bool:
+        with self._lock:
+            self._expire(time.monotonic())
+            return owner in self._leases
+
+    def active(self) -> int:
+        with self._lock:
+            self._expire(time.monotonic())
+            return len(self._leases)
+
+    def full_for(self, owner: str) -> bool:
+        """Would `owner` be refused right now?"""
+        with self._lock:
+            self._expire(time.monotonic())
+            return owner not in self._leases and len(self._leases) >= self.limit
+
+
+# Each stream costs about a tenth of a core (benchmarks/README.md); the rest of the app needs the remainder.
+MAX_STREAMS = int(os.environ.get("ENVNET_MAX_STREAMS", "4"))
+STREAMS = StreamCap(MAX_STREAMS)

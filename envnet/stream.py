@@ -13,7 +13,7 @@ Column g of a stream is frame g of the whole recording taken as one clip: learne
 grow with the stream's length, and memory is a fixed set of rings.
 
 Nothing here imports Streamlit; the page (pages/live.py) feeds `LiveStream.push` from the WebRTC thread and
-calls `LiveStream.update` from its own.
+calls `LiveStream.update` from its own. The server-wide cap on concurrent streams is envnet.jobs.STREAMS.
 """
 
 from __future__ import annotations
@@ -305,58 +305,6 @@ class LiveStream:
         """The newest `length` samples at 16 kHz (fewer if fewer have arrived): what Capture sends to Classify."""
         with self._work:
             return torch.from_numpy(self.wave.last(length).copy())
-
-
-# ---- many visitors ------------------------------------------------------------------------------
-
-
-class StreamCap:
-    """At most `limit` live streams per server. A holder renews its lease on every update; a lease left
-    unrenewed for `stale_after` seconds (a closed tab, a dropped connection) is taken back."""
-
-    def __init__(self, limit: int, stale_after: float = 15.0) -> None:
-        self.limit, self.stale_after = max(0, limit), stale_after
-        self._leases: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def _expire(self, now: float) -> None:
-        for owner in [o for o, t in self._leases.items() if now - t > self.stale_after]:
-            del self._leases[owner]
-
-    def acquire(self, owner: str) -> bool:
-        """Take or renew `owner`'s lease; False when the server is full."""
-        now = time.monotonic()
-        with self._lock:
-            self._expire(now)
-            if owner not in self._leases and len(self._leases) >= self.limit:
-                return False
-            self._leases[owner] = now
-            return True
-
-    def release(self, owner: str) -> None:
-        with self._lock:
-            self._leases.pop(owner, None)
-
-    def holds(self, owner: str) -> bool:
-        with self._lock:
-            self._expire(time.monotonic())
-            return owner in self._leases
-
-    def active(self) -> int:
-        with self._lock:
-            self._expire(time.monotonic())
-            return len(self._leases)
-
-    def full_for(self, owner: str) -> bool:
-        """Would `owner` be refused right now?"""
-        with self._lock:
-            self._expire(time.monotonic())
-            return owner not in self._leases and len(self._leases) >= self.limit
-
-
-# Each stream costs about a tenth of a core (benchmarks/README.md); the rest of the app needs the remainder.
-MAX_STREAMS = int(os.environ.get("ENVNET_MAX_STREAMS", "4"))
-STREAMS = StreamCap(MAX_STREAMS)
 
 
 # ---- deployment ---------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ import uuid
 import streamlit as st
 
 from envnet import plots
+from envnet.jobs import STREAMS
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.spectra import cached_frequency_response
-from envnet.stream import STREAMS, LiveStream, rtc_configuration
+from envnet.stream import LiveStream, rtc_configuration
 from pages._ui import chart, charts_side_by_side, current_checkpoint, model_key_of, page_setup
 
 KEY = "live_mic"  # streamlit-webrtc keeps its context under this key in session_state

@@ -20,9 +20,9 @@ from apptools import open_page, titles
 from streamlit_webrtc import WebRtcStreamerState
 
 from envnet import checkpoint
+from envnet.jobs import STREAMS
 from envnet.model import WINDOW
 from envnet.plots import LIVE_LEARNED_TITLE, LIVE_MEL_TITLE
-from envnet.stream import STREAMS
 
 pytestmark = pytest.mark.skipif(
     not checkpoint.paths(checkpoint.default_checkpoint())[0].is_file(), reason="no default checkpoint in checkpoints/"

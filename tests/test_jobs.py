@@ -9,7 +9,7 @@ import pytest
 import torch
 from tonedata import tiny_config, tone_clips
 
-from envnet.jobs import TrainingJob, TrainingSlot, find_run
+from envnet.jobs import StreamCap, TrainingJob, TrainingSlot, find_run
 from envnet.recordings import to_dataset
 
 
@@ -75,3 +75,17 @@ def test_an_abandoned_run_stops_itself_and_keeps_its_model(tmp_path):
     assert s.status == "stopped" and "nobody was watching" in s.message
     assert len(s.history) < 500 and slot.owner is None
     assert job.result is not None
+
+
+# ---- live microphone streams (pages/live.py) ----
+
+
+def test_stream_cap_refuses_over_the_limit_and_takes_back_stale_leases() -> None:
+    cap = StreamCap(2, stale_after=0.2)
+    assert cap.acquire("a") and cap.acquire("b")
+    assert cap.acquire("a")  # renewing is not a second stream
+    assert not cap.acquire("c") and cap.full_for("c") and not cap.full_for("a")
+    cap.release("a")
+    assert cap.acquire("c") and cap.active() == 2
+    time.sleep(0.3)  # b and c stop renewing: a closed tab
+    assert cap.active() == 0 and cap.acquire("d")
