@@ -1,0 +1,99 @@
+"""envnet.fewshot: the shipped EnvNet as a frozen embedding and a head fitted in seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from envnet import checkpoint
+from envnet.fewshot import Embedder, default_embedder, example_windows, holdout_plan, train_few_shot
+from envnet.model import SAMPLE_RATE, WINDOW
+from envnet.predict import predict
+
+SR = SAMPLE_RATE
+
+
+def made_sound(kind: str, rng: np.random.Generator) -> torch.Tensor:
+    """One example of a generated sound class, different every time (pitch, length, loudness, noise)."""
+    seconds = rng.uniform(0.6, 1.4)
+    t = np.arange(int(seconds * SR)) / SR
+    if kind == "whistle":  # a high tone with vibrato
+        f = rng.uniform(1800, 2400)
+        x = np.sin(2 * np.pi * f * t + 3 * np.sin(2 * np.pi * 5 * t))
+    elif kind == "buzz":  # a low square wave
+        f = rng.uniform(90, 140)
+        x = np.sign(np.sin(2 * np.pi * f * t))
+    elif kind == "knocks":  # three decaying noise bursts
+        x = np.zeros_like(t)
+        for k in range(3):
+            i = int((0.05 + 0.18 * k) * SR)
+            n = min(int(0.05 * SR), len(x) - i)
+            x[i : i + n] += rng.standard_normal(n) * np.exp(-np.arange(n) / (0.01 * SR))
+    else:
+        raise ValueError(kind)
+    x = rng.uniform(0.2, 0.7) * x / np.abs(x).max() + 0.005 * rng.standard_normal(len(t))
+    return torch.from_numpy(x.astype(np.float32))
+
+
+KINDS = ["whistle", "buzz", "knocks"]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return default_embedder()
+
+
+def test_recipe_learns_generated_classes_within_seconds(embedder, tmp_path):
+    rng = np.random.default_rng(0)
+    examples = {k: [made_sound(k, rng) for _ in range(5)] for k in KINDS}
+    result = train_few_shot(examples, embedder=embedder)
+    assert result.classes == KINDS
+    assert result.n_held_out == 15  # 5 folds: every example held out once
+    assert result.accuracy >= 0.9
+    assert sum(map(sum, result.confusion)) == 15
+    # A generous bound (one thread, a busy machine); benchmarks/ measures the real figure.
+    assert result.seconds["total"] < 60
+    # The result is an ordinary EnvNet: it saves, loads and classifies new sounds through predict().
+    stem = tmp_path / "mine"
+    checkpoint.save(stem, result.model, result.card("mine"))
+    loaded = checkpoint.load(stem)
+    assert loaded.classes == KINDS and loaded.model.config.n_classes == 3
+    fresh = {k: [made_sound(k, rng) for _ in range(3)] for k in KINDS}
+    right = sum(predict(loaded.model, w, loaded.classes).label == k for k, ws in fresh.items() for w in ws)
+    assert right >= 8  # of 9
+    # Only fc7 is new: everything before it is the shipped trunk's.
+    trunk = embedder.model.state_dict()
+    for k, v in loaded.model.state_dict().items():
+        if not k.startswith("fc7.") and "num_batches" not in k:
+            torch.testing.assert_close(v.float(), trunk[k].float(), atol=1e-2, rtol=1e-2)  # fp16 on disk
+
+
+def test_embeddings_are_cached_per_example_key(embedder):
+    wave = made_sound("buzz", np.random.default_rng(1))
+    first = embedder.example(wave, key=("test", "a"))
+    assert embedder.example(torch.zeros(10), key=("test", "a")) is first  # the key decides, not the audio
+    assert first.shape == (1, embedder.model.config.fc_width)  # a short example is one window
+
+
+def test_example_windows_skip_quiet_windows_and_are_bounded():
+    quiet_then_loud = torch.cat([torch.zeros(3 * SR), 0.5 * torch.randn(2 * SR)])
+    win = example_windows(quiet_then_loud)
+    assert all(float(w.abs().max()) > 0 for w in win)  # no all-silent window
+    assert win.shape[1] == WINDOW
+    assert len(example_windows(0.3 * torch.randn(60 * SR))) == 16
+
+
+def test_holdout_plan_folds_or_leave_one_out():
+    plan = holdout_plan([5, 5, 3])
+    held = sorted(p for r in plan for p in r)
+    assert held == sorted([(0, i) for i in range(5)] + [(1, i) for i in range(5)] + [(2, i) for i in range(3)])
+    assert all(any(c == k for c, _ in r) for r in plan[:3] for k in range(3))  # each round holds every class out
+    loo = holdout_plan([2, 1, 2])
+    assert loo == [[(0, 0)], [(0, 1)], [(2, 0)], [(2, 1)]]  # a class with one example is never held out
+    assert holdout_plan([1, 1]) == []
+
+
+def test_two_classes_needed():
+    with pytest.raises(ValueError, match="at least two classes"):
+        train_few_shot({"only": [torch.randn(SR)], "empty": []})
