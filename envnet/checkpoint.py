@@ -14,6 +14,8 @@ import json
 import math
 import os
 import re
+import site
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -29,7 +31,23 @@ from safetensors.torch import save as st_save
 from envnet import limits
 from envnet.model import SAMPLE_RATE, WINDOW, EnvNet, build_model
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+def _checkpoint_dir() -> Path:
+    """Where the shipped models are: $ENVNET_CHECKPOINTS if set; the checkout's checkpoints/ (running from
+    the repository, or installed with pip install -e); else the copy `pip install .` put under share/."""
+    if env := os.environ.get("ENVNET_CHECKPOINTS"):
+        return Path(env).expanduser()
+    checkout = Path(__file__).resolve().parent.parent / "checkpoints"
+    if checkout.is_dir():
+        return checkout
+    for prefix in (sys.prefix, site.getuserbase()):  # pip install . / pip install --user .
+        installed = Path(prefix) / "share" / "envnet-sound-lab" / "checkpoints"
+        if installed.is_dir():
+            return installed
+    return checkout  # missing: load() says so, naming this folder
+
+
+CHECKPOINT_DIR = _checkpoint_dir()
 DEFAULT_NAME = "envnet-esc10"
 # The largest weights file the app needs: a full-width (fc 4096) model in float16, as the library and the
 # Train page save it, is 93 MB for 50 classes and 105 MB for 1000. Larger files are refused unparsed.
@@ -455,7 +473,10 @@ def load(stem: str | Path) -> Checkpoint:
     weights, card_path = paths(stem)
     for p in (weights, card_path):
         if not p.is_file():
-            raise CheckpointError(f"{p} does not exist (a checkpoint is NAME.safetensors + NAME.json)")
+            hint = (" The shipped models are in the repository's checkpoints/ folder: install with pip install . "
+                    "from a clone, or set ENVNET_CHECKPOINTS to that folder."
+                    if Path(stem).resolve().parent == CHECKPOINT_DIR.resolve() else "")
+            raise CheckpointError(f"{p} does not exist (a checkpoint is NAME.safetensors + NAME.json).{hint}")
     return from_bytes(weights.read_bytes(), card_path.read_bytes())
 
 

@@ -18,6 +18,18 @@ class InputError(Exception):
     """Bad input file or data: exit code 3."""
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default ("off" for a flag) unless its text already states one;
+    an option whose default is None says in words what happens without it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.required or not action.option_strings
+                or action.default in (None, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: {'off' if action.default is False else '%(default)s'})"
+
+
 def _checkpoint_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="checkpoint stem or .safetensors path (default: the shipped model)")
 
@@ -64,7 +76,7 @@ def _seconds(text: str) -> float:
 
 def _max_seconds_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seconds", type=_seconds, default=60.0, metavar="S",
-                   help="refuse clips longer than this (default 60; 0 = no limit)")
+                   help="refuse clips longer than this, in seconds; 0 = no limit")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -122,7 +134,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         figs = plots.spectrogram_pair(torch.from_numpy(learned[shown]), torch.from_numpy(mel[shown]),
                                       start_sample=max(starts[shown], 0), order=order)
         start_s = starts[shown] / SAMPLE_RATE
-        heading = (f"{Path(args.file).name}: window {shown + 1} of {len(starts)}, from {start_s:.2f} s "
+        # 0-based like --window and the JSON's shown_window, so the three always name the same window.
+        heading = (f"{Path(args.file).name}: window {shown} (windows 0–{len(starts) - 1}), from {start_s:.2f} s "
                    f"({ckpt.name})")
         (out / "spectrograms.html").write_text(plots.figures_html(figs, heading), encoding="utf-8")
     except OSError as e:
@@ -257,28 +270,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="ESC-50 layout (audio/, meta/esc50.csv) or one folder per class")
-    p.add_argument("--subset", choices=["esc50", "esc10"], default=None, help="with ESC-50's layout")
+    p.add_argument("--subset", choices=["esc50", "esc10"], default=None,
+                   help="which classes of ESC-50's layout (default: esc50, all 50)")
     p.add_argument("--progress", action="store_true", help="show progress bars even when not on a terminal")
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
     """The recipe's options, shared by train and crossval."""
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--epochs", type=int, default=100, help="passes over the training clips")
+    p.add_argument("--batch-size", type=int, default=64, help="clips per optimizer step")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate, divided by 10 at 50 %% and 75 %% of the epochs")
     p.add_argument("--warmup", type=int, default=0, help="epochs of linear lr warm-up")
     p.add_argument("--bc", action="store_true", help="between-class learning")
     p.add_argument("--augment", action="store_true", help="random time-stretch (x0.8-1.25) and gain (+-6 dB) per crop")
-    p.add_argument("--fc-width", type=int, default=1024)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    p.add_argument("--fc-width", type=int, default=1024, help="units in each fully connected layer (the paper: 4096)")
+    p.add_argument("--seed", type=int, default=0, help="fixes the initial weights, crops and mixes")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="auto = cuda when available")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp32", action="store_true", help="train in float32 (default: bf16 only where this CPU/GPU "
                       "computes it natively and faster, see envnet/cpu.py)")
     prec.add_argument("--bf16", action="store_true", help="train under bfloat16 autocast even where it is slow")
-    p.add_argument("--init-features", default=None, help="start conv1/conv2 from this checkpoint")
+    p.add_argument("--init-features", default=None,
+                   help="start conv1/conv2 from this checkpoint (default: random initial weights)")
     p.add_argument("--init-weights", default=None,
-                   help="start every layer from this checkpoint (same classes and width): train longer with a fresh schedule")
+                   help="start every layer from this checkpoint (same classes and width): train longer with a fresh "
+                        "schedule (default: random initial weights)")
 
 
 def cmd_crossval(args: argparse.Namespace) -> int:
@@ -352,19 +368,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", help="classify audio files")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, OGG, MP3, …)")
     _checkpoint_arg(p)
-    p.add_argument("--top-k", type=_positive_int, default=3, metavar="K")
+    p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="how many classes to show")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     _max_seconds_arg(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("inspect", help="learned and mel spectrograms of a clip (.npy + HTML)",
                        description=cmd_inspect.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", help="an audio file")
     _checkpoint_arg(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for learned.npy, mel.npy, spectrograms.html")
-    p.add_argument("--window", type=int, default=None, metavar="I", help="which window the HTML shows (0-based)")
+    p.add_argument("--window", type=int, default=None, metavar="I", help="which window the HTML shows, 0-based as in the JSON (default: the loudest)")
     p.add_argument("--sort-filters", action="store_true",
                    help="stack the learned rows by centre frequency (measures the filters: a few seconds)")
     _max_seconds_arg(p)
@@ -372,37 +388,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train EnvNet on a dataset")
     _data_args(p)
-    p.add_argument("--val-folds", type=_folds, default=None, help="folds held out for validation, e.g. 4")
+    p.add_argument("--val-folds", type=_folds, default=None,
+                   help="folds held out for validation, e.g. 4 (default: none; train on every fold)")
     _train_options(p)
-    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--eval-every", type=int, default=5, help="epochs between validation passes")
     p.add_argument("--out", required=True, help="checkpoint stem, e.g. checkpoints/mymodel")
     p.add_argument("--resume", action="store_true", help="continue from OUT.state.* if present")
     # --log-file too: under torchrun, a bare --log is taken for an abbreviation of torchrun's own --log-* options
-    p.add_argument("--log", "--log-file", dest="log", default=None, help="append one JSON line per epoch to this file")
+    p.add_argument("--log", "--log-file", dest="log", default=None, help="append one JSON line per epoch to this file (default: no log)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="10-crop accuracy of a checkpoint on a dataset")
     _data_args(p)
-    p.add_argument("--folds", type=_folds, default=None)
+    p.add_argument("--folds", type=_folds, default=None, help="folds to evaluate on, e.g. 4 or 4,5 (default: all)")
     _checkpoint_arg(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object: accuracy, per_class, confusion")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("crossval", help="k-fold cross-validation: train on k-1 folds, test on the one left out")
     _data_args(p)
     p.add_argument("--folds", type=_folds, default=None, help="folds to rotate through, e.g. 1,2,3,4 (default: all)")
     _train_options(p)
-    p.add_argument("--out", default=None, help="folder for each fold's checkpoint (fold1, fold2, …)")
+    p.add_argument("--out", default=None, help="folder for each fold's checkpoint (fold1, fold2, …) (default: not saved)")
     p.add_argument("--json", action="store_true", help="one object: folds (accuracy, per_class, confusion), mean, std")
     p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("download", help="fetch ESC-50 (or its ESC-10 subset) into the cache")
     p.add_argument("dataset", choices=["esc50", "esc10"], help="esc10 is read from ESC-50's archive")
     p.add_argument("--root", default=None, help="where to put it (default: $ENVNET_CACHE or ~/.cache/envnet)")
-    p.add_argument("--url", default=None, help="a mirror of ESC-50's GitHub zip")
-    p.add_argument("--sha256", default=None, help="expected sha256 of the archive")
+    p.add_argument("--url", default=None, help="a mirror of ESC-50's GitHub zip (default: GitHub's)")
+    p.add_argument("--sha256", default=None, help="expected sha256 of the archive (default: not checked; GitHub's archive changes with the repository)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)
+    for command in sub.choices.values():
+        command.formatter_class = HelpFormatter
     return parser
 
 

@@ -7,8 +7,11 @@ Plain helpers (`sine`, `encode`, `write_audio`, ...) can be imported by any test
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -16,6 +19,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
+# Before envnet is imported anywhere: its caches (decoded waves, downloads, the CPU plan) go to a temporary
+# folder, never into the user's ~/.cache/envnet, whatever ENVNET_CACHE says outside. Subprocesses (the app
+# under the browser tests, torchrun, the CLI) inherit it.
+TEST_CACHE = Path(tempfile.mkdtemp(prefix="envnet-test-cache-"))
+os.environ["ENVNET_CACHE"] = str(TEST_CACHE)
+atexit.register(shutil.rmtree, TEST_CACHE, ignore_errors=True)
 
 # Tests run beside long training jobs on a small machine: one thread each keeps them from fighting.
 torch.set_num_threads(int(os.environ.get("ENVNET_TEST_THREADS", "1")))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from conftest import TINY_CLASSES, sine, write_audio
 
 from envnet import checkpoint
 from envnet.audio import load_audio, windows
-from envnet.cli import build_parser, main
+from envnet.cli import HelpFormatter, build_parser, main
 from envnet.predict import predict
 from envnet.spectra import learned_spectrogram, mel_spectrogram
 
@@ -176,6 +177,8 @@ def test_inspect_window_choice(tiny_checkpoint, clips, tmp_path, capsys) -> None
     assert json.loads(capsys.readouterr().out)["shown_window"] == 9
     assert main(["inspect", str(late), *ck, "--window", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["shown_window"] == 2
+    # The page names the window as --window and the JSON do (0-based), never as another number.
+    assert "window 2 (windows 0–9)" in (tmp_path / "spectrograms.html").read_text()
     assert main(["inspect", str(clips["short"]), *ck, "--window", "1"]) == 2
     assert "has 1 window(s)" in capsys.readouterr().err
 
@@ -214,6 +217,21 @@ def test_subprocess_exit_codes_and_no_traceback(tiny_checkpoint, clips) -> None:
 
     r = run("predict", "--top-k", "0", str(clips["short"]))
     assert r.returncode == 2 and "at least 1" in r.stderr
+
+
+def test_every_option_of_every_command_says_what_it_does_and_its_default() -> None:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        text = parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            label = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{label} has no help text"
+            if action.option_strings and not action.required:
+                shown = HelpFormatter(name)._get_help_string(action)
+                assert "default" in shown, f"{label} does not say its default: {shown!r}"
+        assert "%(default)" not in text and "(default: None)" not in text, name
 
 
 def test_subprocess_help() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_CACHE
 from tonedata import CLASSES, ESC_TARGETS, SR, memory_dataset, write_class_folders, write_esc50
 
 import envnet.data as data
+from envnet import cpu, download
 from envnet.data import (
     bc_batch,
     bc_mix,
@@ -235,3 +239,11 @@ def test_random_gain_stays_within_six_decibels_and_follows_the_seed():
     assert -6 <= min(db) < -3 and 3 < max(db) <= 6
     same = [random_gain(wave, torch.Generator().manual_seed(7)) for _ in range(2)]
     assert torch.equal(same[0], same[1])
+
+
+def test_the_tests_keep_their_caches_out_of_the_users_home():
+    """Decoded waves, downloads and the CPU plan go to the tests' temporary folder, never ~/.cache/envnet."""
+    assert not TEST_CACHE.is_relative_to(Path.home() / ".cache")
+    for path in (data.CACHE_DIR, download.cache_dir(), cpu.CACHE_FILE):
+        assert path == TEST_CACHE or TEST_CACHE in path.parents, path
+
