@@ -180,6 +180,32 @@ def _train_config(args: argparse.Namespace):
     )
 
 
+def cmd_train_few_shot(args: argparse.Namespace) -> int:
+    """The Train page's default recipe: the shipped model as a frozen embedding and a new fc7 (envnet/fewshot.py)."""
+    from envnet import checkpoint
+    from envnet.fewshot import train_few_shot
+
+    ds = _read_data(args)
+    examples = {c: [w for cl, w in zip(ds.clips, ds.waves, strict=True) if cl.label == k]
+                for k, c in enumerate(ds.classes)}
+    try:
+        result = train_few_shot(examples)
+    except ValueError as e:
+        raise InputError(str(e)) from e
+    card = result.card(Path(args.out).name, command="python -m envnet " + " ".join(sys.argv[1:]),
+                       data={"source": ds.source, "n_train": len(ds)})
+    try:
+        path = checkpoint.save(args.out, result.model, card)
+    except OSError as e:
+        print(f"envnet: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"saved {path}", file=sys.stderr)
+    print(json.dumps({"checkpoint": str(path), "classes": result.classes, "held_out_accuracy": result.accuracy,
+                      "n_held_out": result.n_held_out, "per_class": result.per_class,
+                      "confusion": result.confusion, "seconds": {k: round(v, 3) for k, v in result.seconds.items()}}))
+    return EXIT_OK
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import os
 
@@ -189,6 +215,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from envnet.train import Trainer, resolve_device
 
+    if args.few_shot:
+        return cmd_train_few_shot(args)
     try:
         device = resolve_device(args.device)
     except ValueError as e:
@@ -249,6 +277,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ckpt = _load_checkpoint(args.checkpoint)
     ds = _read_data(args)
+    if ds.classes != ckpt.classes and sorted(ds.classes) == sorted(ckpt.classes):
+        # Class folders are read in name order; a model trained in the app keeps the order its classes were made.
+        ds = ds.relabel(ckpt.classes)
     if ds.classes != ckpt.classes:
         raise InputError(f"the data's classes {ds.classes} differ from the checkpoint's {ckpt.classes}")
     if args.folds:
@@ -393,12 +424,15 @@ def build_parser() -> argparse.ArgumentParser:
     _train_options(p)
     p.add_argument("--eval-every", type=int, default=5, help="epochs between validation passes")
     p.add_argument("--out", required=True, help="checkpoint stem, e.g. checkpoints/mymodel")
+    p.add_argument("--few-shot", action="store_true",
+                   help="the Train page's recipe for a few examples per class: the shipped model as a frozen "
+                        "embedding and a new last layer, fitted in seconds (ignores the training options)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.state.* if present")
     # --log-file too: under torchrun, a bare --log is taken for an abbreviation of torchrun's own --log-* options
     p.add_argument("--log", "--log-file", dest="log", default=None, help="append one JSON line per epoch to this file (default: no log)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="10-crop accuracy of a checkpoint on a dataset")
+    p = sub.add_parser("evaluate", help="10-crop accuracy of a checkpoint on a dataset (every clip unless --folds)")
     _data_args(p)
     p.add_argument("--folds", type=_folds, default=None, help="folds to evaluate on, e.g. 4 or 4,5 (default: all)")
     _checkpoint_arg(p)

@@ -49,6 +49,16 @@ class Dataset:
             [self.waves[i] for i in keep] if self.waves else [],
         )
 
+    def relabel(self, classes: list[str]) -> Dataset:
+        """The same clips with their classes in another order (same names), e.g. a model's."""
+        if sorted(classes) != sorted(self.classes):
+            raise ValueError(f"{classes} are not the dataset's classes {self.classes}")
+        new = {i: classes.index(c) for i, c in enumerate(self.classes)}
+        order = [self.classes.index(c) for c in classes]
+        clips = [Clip(c.path, new[c.label], c.fold, c.target) for c in self.clips]
+        targets = [self.targets[i] for i in order] if self.targets else []
+        return Dataset(clips, list(classes), targets, self.source, list(self.waves))
+
     @property
     def labels(self) -> torch.Tensor:
         return torch.tensor([c.label for c in self.clips], dtype=torch.long)

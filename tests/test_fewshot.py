@@ -97,3 +97,26 @@ def test_holdout_plan_folds_or_leave_one_out():
 def test_two_classes_needed():
     with pytest.raises(ValueError, match="at least two classes"):
         train_few_shot({"only": [torch.randn(SR)], "empty": []})
+
+
+def test_cli_few_shot_train_then_evaluate_every_clip(tmp_path, capsys):
+    import json
+
+    import soundfile as sf
+
+    from envnet.cli import main
+
+    rng = np.random.default_rng(2)
+    data = tmp_path / "sounds"
+    for k in ["whistle", "knocks", "buzz"]:  # not in name order: evaluate must follow the model's order
+        (data / k).mkdir(parents=True)
+        for i in range(4):
+            sf.write(data / k / f"{i}.wav", made_sound(k, rng).numpy(), SR)
+    out = tmp_path / "mine"
+    assert main(["train", "--data", str(data), "--few-shot", "--out", str(out)]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["classes"] == ["buzz", "knocks", "whistle"] and trained["n_held_out"] == 12
+    assert checkpoint.load(out).card["recipe"]["kind"] == "few-shot"
+    assert main(["evaluate", "--data", str(data), "--checkpoint", str(out), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["n_clips"] == 12 and scored["accuracy"] >= 0.9  # every clip, no --folds needed
