@@ -29,6 +29,7 @@ MODEL = "live_model"  # which model the stream was built for
 STARTED = "live_started"  # time.time() when the current stream started (None when stopped)
 CLIP = "classify_clip"  # Classify's clip: {"id", "name", "wave"} (pages/classify.py)
 FROZEN = "live_frozen"  # set by Capture: the stream stops, the maps stay, Classify has the clip
+FIGURES = "live_figures"  # this session's live figures, updated in place on every redraw
 CAPTURED = "live_captured"  # the name of the last capture, shown with a link to Classify until the next Start
 UPDATE_EVERY = 0.25  # seconds: the maps and the verdict refresh four times a second
 NO_AUDIO_AFTER = 8.0  # seconds playing without audio before the page says the connection failed
@@ -180,17 +181,21 @@ def show() -> None:
     # (on a busy machine that load stalled the first live updates for seconds).
     order = filters.order if st.session_state.get("live_sort", True) else None
     meta = {"arrived": view.arrived, "drawn": time.time(), "seconds": view.seconds}
-    charts_side_by_side(  # side by side; one above the other on a phone
-        [plots.live_map(view.learned, "learned", first_frame=view.first_frame, order=order, centres=filters.centres,
-                        meta=meta),
-         plots.live_map(view.mel, "mel", first_frame=view.first_frame, meta=meta)],
-        ["live_learned", "live_mel"])
+    # The figures are built once per model and ordering, then updated in place (a tenth of the server's time).
+    figs = st.session_state.get(FIGURES)
+    if figs is None or figs["for"] != (model_key_of(ck), order is None):
+        figs = st.session_state[FIGURES] = {"for": (model_key_of(ck), order is None)}
+    figs["learned"] = plots.live_map(view.learned, "learned", first_frame=view.first_frame, order=order,
+                                     centres=filters.centres, meta=meta, figure=figs.get("learned"))
+    figs["mel"] = plots.live_map(view.mel, "mel", first_frame=view.first_frame, meta=meta, figure=figs.get("mel"))
+    charts_side_by_side([figs["learned"], figs["mel"]], ["live_learned", "live_mel"])  # stacked on a phone
     left, right = st.columns([3, 2])
     with left:
         if view.prediction is not None:
             st.markdown(f"**{verdict_text(view.prediction)}**")
             k = int(st.session_state.get("live_topk", min(5, len(ck.classes))))
-            chart(plots.topk_figure(view.prediction.top(k)), "live_top")
+            figs["top"] = plots.topk_figure(view.prediction.top(k), figure=figs.get("top"))
+            chart(figs["top"], "live_top")
         elif now_playing and view.seconds:
             st.info(f"Listening… the first answer comes after {WINDOW / SAMPLE_RATE:.1f} s of sound.")
     with right:

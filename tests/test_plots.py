@@ -309,6 +309,22 @@ def test_live_maps_scroll_over_the_last_seconds_in_bytes() -> None:
     assert np.asarray(live_map(np.zeros((40, 0)), "mel").data[0].z).shape == (40, 0)
     with pytest.raises(ValueError, match="kind"):
         live_map(mel, "chroma")
+    # Redrawn in place: the same figure object with the new data, equal to a figure built afresh.
+    later = np.roll(learned, -1, axis=1)
+    again = live_map(later, "learned", first_frame=1001, order=order, centres=np.linspace(100, 7000, 40),
+                     meta={"arrived": 2.0}, figure=fig)
+    fresh = live_map(later, "learned", first_frame=1001, order=order, centres=np.linspace(100, 7000, 40),
+                     meta={"arrived": 2.0})
+    assert again is fig
+    assert json.dumps(again.to_plotly_json(), cls=PlotlyJSONEncoder, sort_keys=True) == \
+        json.dumps(fresh.to_plotly_json(), cls=PlotlyJSONEncoder, sort_keys=True)
+
+
+def test_topk_figure_updates_in_place() -> None:
+    fig = plots.topk_figure([("dog", 0.6), ("rain", 0.4)])
+    again = plots.topk_figure([("rain", 0.7), ("dog", 0.3)], figure=fig)
+    assert again is fig and list(fig.data[0].y) == ["dog", "rain"] and list(fig.data[0].x) == [0.3, 0.7]
+    assert plots.topk_figure([("a", 0.5), ("b", 0.3), ("c", 0.2)], figure=fig) is not fig  # another k: built anew
 
 def test_titles_sit_above_their_plot_below_the_toolbar_and_legends_underneath(model):
     """On a phone the toolbar (top right) covered titles, and legends beside a plot took half its width."""
