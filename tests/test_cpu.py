@@ -110,3 +110,16 @@ def test_relu_after_pool_gives_the_same_features_and_gradients_as_relu_before():
     (g_theirs,) = torch.autograd.grad(theirs.square().sum(), x)
     assert torch.equal(ours, theirs)
     assert torch.allclose(g_ours, g_theirs, atol=0, rtol=0)
+
+
+def test_warm_up_fills_the_caches_the_pages_read():
+    """After warm_up, the first classification finds the fused model and the frequency response ready."""
+    from envnet import fast, spectra
+
+    torch.manual_seed(0)
+    model = build_model(n_classes=3, fc_width=16).eval()
+    cpu.warm_up(model)
+    assert model in fast._cache
+    assert model in spectra._fr_cache  # computed by warm_up, not by the first visitor
+    fr = spectra.cached_frequency_response(model)
+    assert fr.response.shape[0] == 40
