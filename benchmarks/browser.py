@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -138,6 +139,16 @@ def click_timeline(page, index: int) -> float:
     return settle(page)
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process (all its threads) has used: the server's work, which a busy machine's
+    other processes delay but do not add to, unlike wall-clock time."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def summary(ts: list[float]) -> dict:
     return {"median": statistics.median(ts), "min": min(ts), "max": max(ts), "n": len(ts),
             "runs": [round(t, 3) for t in ts]}
@@ -173,15 +184,24 @@ def run(repeats: int = 5, log=print) -> dict:
             s = page.evaluate(STATE_JS)
             out["first_page_s"] = max(time.perf_counter() - t0 - (s["now"] - s["last"]) / 1000, 0)
             log(f"  server healthy {out['server_healthy_s']:.2f} s; Classify page drawn {out['first_page_s']:.2f} s")
+            c0 = cpu_s(server.proc.pid)
             out["first_upload_s"] = upload(page, clips[0])
+            out["first_upload_server_cpu_s"] = cpu_s(server.proc.pid) - c0
             log(f"  first upload → results {out['first_upload_s']:.2f} s")
-            ups, sliders, clicks = [], [], []
+            walls: dict[str, list[float]] = {"upload_s": [], "slider_s": [], "click_s": []}
+            cpus: dict[str, list[float]] = {k: [] for k in walls}
+            pid = server.proc.pid
+            actions = {"upload_s": lambda i: upload(page, clips[i + 1]), "slider_s": lambda i: move_slider(page),
+                       "click_s": lambda i: click_timeline(page, 2 + i)}
             for i in range(repeats):
-                ups.append(upload(page, clips[i + 1]))
-                sliders.append(move_slider(page))
-                clicks.append(click_timeline(page, 2 + i))
-                log(f"  upload {ups[-1]:.2f} s, slider {sliders[-1]:.2f} s, timeline click {clicks[-1]:.2f} s")
-            out["upload_s"], out["slider_s"], out["click_s"] = summary(ups), summary(sliders), summary(clicks)
+                for key, act in actions.items():
+                    c0 = cpu_s(pid)
+                    walls[key].append(act(i))
+                    cpus[key].append(cpu_s(pid) - c0)  # includes the quiet wait, when the server is idle
+                log("  " + ", ".join(f"{k[:-2]} {walls[k][-1]:.2f} s (server CPU {cpus[k][-1]:.2f} s)" for k in walls))
+            for key in walls:
+                out[key] = summary(walls[key])
+                out[key]["server_cpu_s"] = statistics.median(cpus[key])
             out["rss_mb"] = _rss_mb(server.proc.pid)
         finally:
             server.stop()
