@@ -105,9 +105,11 @@ def waveform_figure(
     """The clip as a line, each analysed 1.5 s window as a shaded band, the selected one highlighted."""
     w = _np(wave).reshape(-1)
     idx, vals = _envelope(w, MAX_WAVE_POINTS)
-    fig = go.Figure(go.Scattergl(x=(idx / sr).astype(np.float32), y=np.asarray(vals, dtype=np.float32),
-                                 mode="lines", name="waveform", line={"width": 1},
-                                 hovertemplate="%{x:.3f} s<br>%{y:.3f}<extra></extra>"))
+    # SVG, not WebGL (Scattergl): 4,000 points draw at once as SVG, while WebGL in a tab without a GPU
+    # (headless, many laptops' software GL) made each slider move's redraw seconds slower (benchmarks/).
+    fig = go.Figure(go.Scatter(x=(idx / sr).astype(np.float32), y=np.asarray(vals, dtype=np.float32),
+                               mode="lines", name="waveform", line={"width": 1},
+                               hovertemplate="%{x:.3f} s<br>%{y:.3f}<extra></extra>"))
     # All bands in one layout update: add_vrect per window re-validates the whole figure each time
     # (~10 ms a band, a second for a long clip's 120 windows).
     fig.update_layout(shapes=[
