@@ -23,7 +23,13 @@ MAX_SESSION_MODELS = 3  # trained or uploaded models one browser session holds; 
 PUBLIC_MAX_EPOCHS = 200
 PUBLIC_MAX_TRAIN_SECONDS = 20 * 60
 
+# Few-shot trainings (envnet/fewshot.py) take seconds, so visitors need not queue for the one training slot;
+# at most this many run at once (each embeds its examples on the CPU), the others wait their turn.
+FEW_SHOT_SLOTS = 3
+FEW_SHOT_WAIT = 120.0
+
 _heavy = threading.BoundedSemaphore(HEAVY_SLOTS)
+_few_shot = threading.BoundedSemaphore(FEW_SHOT_SLOTS)
 
 
 def public() -> bool:
@@ -45,3 +51,14 @@ def heavy_work(what: str, error: type[Exception] = ServerBusyError, wait: float 
         yield
     finally:
         _heavy.release()
+
+
+@contextmanager
+def few_shot_slot(wait: float | None = None) -> Iterator[None]:
+    """Hold one of FEW_SHOT_SLOTS while a few-shot model is fitted; ServerBusyError if none frees up in time."""
+    if not _few_shot.acquire(timeout=FEW_SHOT_WAIT if wait is None else wait):
+        raise ServerBusyError("the server is busy with other visitors' trainings; try again in a moment.")
+    try:
+        yield
+    finally:
+        _few_shot.release()

@@ -343,6 +343,19 @@ def training_curves(history: Sequence[dict],
     return loss, acc
 
 
+def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
+                     title: str = "Held-out examples: true class (rows) and what the model said") -> go.Figure:
+    """A confusion matrix as a heatmap with the count in every cell."""
+    z = np.asarray(confusion, dtype=float)
+    labels = [str(c) for c in classes]
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, colorscale="Blues", showscale=False,
+                               text=z.astype(int), texttemplate="%{text}",
+                               hovertemplate="true %{y}, said %{x}: %{z:.0f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title="true class")
+    fig.update_xaxes(title="model said", side="bottom")
+    return _layout(fig, title, max(260, 70 + 40 * len(labels)), left=90)
+
+
 def kernels_figure(weights, spectra_db, freqs, *, order: Sequence[int] | None = None) -> tuple[go.Figure, go.Figure]:
     """First-layer kernels: the 8 taps of each of the 40 filters as stacked waveforms, and their magnitude
     spectra as a filters × frequency heatmap (two figures)."""

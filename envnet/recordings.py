@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
+from envnet import segment
 from envnet.audio import AUDIO_EXTENSIONS, AudioError, is_silent, load_audio, to_wav_bytes
 from envnet.checkpoint import name_problem
 from envnet.data import Clip, Dataset
@@ -102,6 +103,28 @@ class OwnClasses:
         example = Example(name, wave)
         self.classes.setdefault(class_name, OwnClass()).examples.append(example)
         return example
+
+    def add_session(self, class_name: str, wave: torch.Tensor, background: bool = False) -> list[Example]:
+        """A recording of one sound made again and again, split at its events (envnet.segment) into
+        examples "take 1", "take 2", …; a background recording is cut into window-sized pieces instead.
+        Raises ValueError when no example could be found or kept."""
+        segs = segment.split_background(wave) if background else segment.split_examples(wave)
+        if not segs:
+            raise ValueError("no separate sounds were found in it: make the sound several times with a "
+                             "short pause between, louder than the room.")
+        start = len(self.classes.get(class_name, OwnClass()).examples)
+        added = []
+        for k, piece in enumerate(segment.cut(wave, segs)):
+            try:
+                added.append(self.add(class_name, f"take {start + k + 1}", piece))
+            except ValueError as e:
+                if str(e) == budget_message():
+                    if not added:
+                        raise
+                    break
+        if not added:
+            raise ValueError("every piece it was split into was too short or silent.")
+        return added
 
     def add_file(self, class_name: str, name: str, data: bytes) -> Example:
         """Decode (trimming silence at the ends), check and keep a sound file; AudioError when it is not one."""

@@ -114,6 +114,14 @@ def split_examples(
     return segs
 
 
+def split_background(wave: torch.Tensor, min_seconds: float = 0.5) -> list[Segment]:
+    """A recording of the room (no events to find): back-to-back pieces of one EnvNet window, the last
+    one kept if it lasts at least `min_seconds`."""
+    n = wave.numel()
+    segs = [Segment(s, min(s + WINDOW, n)) for s in range(0, n, WINDOW)]
+    return [s for s in segs if s.end - s.start >= min_seconds * SAMPLE_RATE]
+
+
 def cut(wave: torch.Tensor, segments: list[Segment]) -> list[torch.Tensor]:
     """The segments' audio, as separate tensors."""
     return [wave[s.start : s.end].clone() for s in segments]

@@ -61,6 +61,18 @@ class TrainConfig:
         return self.lr * 0.1**drops
 
 
+def clamp_batch(batch_size: int, n_clips: int) -> int:
+    """The batch actually used: never more than the clips there are (a batch of 32 over 13 clips would make
+    every epoch one update on a batch the settings never asked for)."""
+    return max(1, min(batch_size, n_clips))
+
+
+def suggested_batch(n_clips: int, preferred: int = 32) -> int:
+    """A sensible default for a small dataset: about four updates per epoch, at least 4 clips per batch
+    (BatchNorm needs a few), never more than the clips."""
+    return clamp_batch(min(preferred, max(4, n_clips // 4)), n_clips)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -172,7 +184,7 @@ class Trainer:
         order = torch.randperm(len(waves), generator=gen)
         n_use = len(order) // self.world * self.world or len(order)
         order = order[:n_use][self.rank :: self.world]
-        per_rank_batch = max(1, c.batch_size // self.world)
+        per_rank_batch = max(1, clamp_batch(c.batch_size, len(waves)) // self.world)
         model.train()
         total_loss, total_correct, seen = 0.0, 0.0, 0
         n_batches = math.ceil(len(order) / per_rank_batch)

@@ -11,17 +11,20 @@ from pathlib import Path
 import streamlit as st
 
 from envnet import checkpoint, download, limits, plots, recordings
-from envnet.checkpoint import safe_name
+from envnet.audio import load_audio
+from envnet.checkpoint import Checkpoint, safe_name
 from envnet.data import Dataset, load_waves, read_dataset, read_esc50
 from envnet.examples import dataset_roots
+from envnet.fewshot import train_few_shot
 from envnet.jobs import HEARTBEAT_TIMEOUT, SHARE_OFF, SLOT, TrainingJob, share
 from envnet.model import SAMPLE_RATE
-from envnet.train import TrainConfig
+from envnet.train import TrainConfig, suggested_batch
 from pages._ui import (
     ADDED,
     JOB,
     SOUND_UPLOAD_HELP,
     SOUND_UPLOAD_MB,
+    add_session_model,
     chart,
     charts_side_by_side,
     no_paths,
@@ -32,6 +35,9 @@ from pages._ui import (
 OWN = "own_classes"  # this session's recordings.OwnClasses
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
 _DOWNLOAD_LOCK = threading.Lock()  # one dataset download per server
+BACKGROUND = "background"  # the class of "none of my sounds": the room, recorded
+LONG_UPLOAD = 4.0  # seconds: an uploaded file longer than this is a session, split into examples
+FEW_SHOT = "fewshot_result"  # this session's last few-shot training: (FewShotResult, model name)
 
 
 def own_classes() -> recordings.OwnClasses:
@@ -47,15 +53,35 @@ def add_class() -> None:
         st.session_state["own_msg"] = str(e)
 
 
-def add_example(class_name: str, file_id: str, name: str, data: bytes) -> None:
+def add_example(class_name: str, file_id: str, name: str, data: bytes, session: bool = False) -> None:
+    """Keep one example; a recording session, or an uploaded file longer than LONG_UPLOAD seconds, is split
+    into one example per sound in it (envnet.segment)."""
     seen = st.session_state[SEEN]
     if file_id in seen:
         return
     seen.add(file_id)
+    own = own_classes()
     try:
-        own_classes().add_file(class_name, name, data)
+        wave = load_audio(data, trim=not session)
+        if session or wave.numel() > LONG_UPLOAD * SAMPLE_RATE:
+            added = own.add_session(class_name, wave, background=class_name == BACKGROUND)
+            st.session_state["own_msg_ok"] = (f"“{name}” was split into {len(added)} example"
+                                              f"{'s' * (len(added) != 1)} of “{class_name}”: listen to them "
+                                              "below and remove any that are not the sound.")
+        else:
+            own.add(class_name, name, wave)
+            return
     except ValueError as e:  # AudioError included
         st.error(f"“{name}” was not added: {e}")
+        return
+    st.rerun()  # the message above the classes says what the split made
+
+
+def add_background() -> None:
+    try:
+        own_classes().add_class(BACKGROUND)
+    except ValueError as e:
+        st.session_state["own_msg"] = str(e)
 
 
 def own_classes_editor() -> None:
@@ -65,6 +91,11 @@ def own_classes_editor() -> None:
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     c1.text_input("New class name", key="own_new_class", placeholder="e.g. clap")
     c2.button("Add class", key="own_add_class", on_click=add_class, width="stretch")
+    if BACKGROUND not in own.classes:
+        st.button("Add a background class (record 10 s of the room)", key="own_add_background",
+                  on_click=add_background,
+                  help="Sounds that are none of your classes: with it, the model can answer “background” "
+                       "instead of forcing one of your classes onto the room's noise.")
     if msg := st.session_state.pop("own_msg", None):
         st.warning(msg)
     if msg := st.session_state.pop("own_msg_ok", None):
@@ -77,6 +108,13 @@ def own_classes_editor() -> None:
             for f in ups or []:
                 add_example(name, f"up:{f.file_id}", f.name, f.getvalue())
                 release_upload(f)  # decoded and kept as a wave: the file's bytes need not stay on the server
+            if name == BACKGROUND:
+                label = "Record 10 s of the room (talking, chairs, quiet: whatever is usual here)"
+            else:
+                label = f"Record a session of “{name}”: 10–20 s of the sound again and again, short pauses between"
+            sess = st.audio_input(label, sample_rate=SAMPLE_RATE, key=f"own_sess_{cls.id}")
+            if sess is not None:
+                add_example(name, f"sess:{sess.file_id}", "the session", sess.getvalue(), session=True)
             rec = st.audio_input(f"Record an example of “{name}”", sample_rate=SAMPLE_RATE, key=f"own_rec_{cls.id}")
             if rec is not None:
                 add_example(name, f"rec:{rec.file_id}", f"recording {len(cls.examples) + 1}", rec.getvalue())
@@ -166,6 +204,58 @@ def cached_dataset(root: str, subset: str | None) -> Dataset:
     return load_waves(read_dataset(root, subset))
 
 
+def few_shot_section() -> None:
+    """The default for your own classes: the shipped model as a frozen embedding, a new last layer, seconds."""
+    own = own_classes()
+    ready = sum(1 for c in own.classes.values() if c.examples) >= 2
+    name = st.text_input("Model name", "my-sounds", key="fs_name")
+    if st.button("Train", key="fs_train", type="primary", disabled=not ready,
+                 help="Fits a new last layer on the shipped model's view of your examples: seconds, on any CPU."):
+        classes = {n: c for n, c in own.classes.items() if c.examples}
+        examples = {n: [e.wave for e in c.examples] for n, c in classes.items()}
+        keys = {n: [e.id for e in c.examples] for n, c in classes.items()}
+        try:
+            with st.spinner("Training on your examples…"), limits.few_shot_slot():
+                result = train_few_shot(examples, keys=keys)
+        except (ValueError, limits.ServerBusyError) as e:
+            st.error(f"Could not train: {e}")
+            return
+        model_name = safe_name(name, "my-sounds")
+        ck = Checkpoint(result.model, result.card(model_name, trained_in="EnvNet Sound Lab app (few-shot)"))
+        add_session_model(f"session:trained-fewshot-{id(result)}", ck)
+        st.session_state[FEW_SHOT] = (result, ck)
+        st.rerun()  # the whole app: the sidebar shows and selects the new model
+    if FEW_SHOT in st.session_state:
+        few_shot_report(*st.session_state[FEW_SHOT])
+
+
+def few_shot_report(result, ck: Checkpoint) -> None:
+    st.success(f"“{ck.name}” is trained ({result.seconds['total']:.1f} s) and selected in the sidebar: try it "
+               "on the Classify page.")
+    n = len(result.classes)
+    if result.accuracy is None:
+        st.info("Every class has a single example, so none could be held out to check the model. Add a few more "
+                "examples per class to see how well it does.")
+        return
+    how = "each example held out once" if result.n_held_out and min(
+        sum(r) for r in result.confusion) >= 3 else "leave-one-out"
+    st.markdown(f"**{result.accuracy:.0%} right** on {result.n_held_out} held-out examples ({how}; a guess "
+                f"would be right {result.chance:.0%} of the time).")
+    if result.near_chance:
+        st.warning(f"That is close to guessing ({result.chance:.0%} with {n} classes): the model has not learned "
+                   "to tell these classes apart. Record more examples, make the sounds more different, or "
+                   "record them in the same place as you will use the model.")
+    per = " · ".join(f"{c}: {'–' if a is None else f'{a:.0%}'}" for c, a in result.per_class.items())
+    st.caption(f"Per class: {per}")
+    chart(plots.confusion_figure(result.confusion, result.classes), "fs_confusion")
+    weights = checkpoint.state_bytes(ck.model)
+    c = st.columns(2)
+    c[0].download_button("Download weights (.safetensors)", weights, f"{ck.name}.safetensors",
+                         "application/octet-stream", key="fs_dl_weights")
+    c[1].download_button("Download model card (.json)", json.dumps(ck.card, indent=2).encode(), f"{ck.name}.json",
+                         "application/json", key="fs_dl_card")
+
+
 def choose_data() -> tuple[Dataset | None, Dataset | None]:
     sources = ["Your own classes", "ESC-10 / ESC-50 (cache)", "A folder on the server"]
     if limits.public():  # a public Space must not let visitors browse the server's folders
@@ -175,6 +265,11 @@ def choose_data() -> tuple[Dataset | None, Dataset | None]:
         own_classes_editor()
         if sum(1 for c in own_classes().classes.values() if c.examples) < 2:
             st.info("Add at least two classes with at least one example each to train.")
+            return None, None
+        few_shot_section()
+        if not st.toggle("Advanced: train the whole network instead", key="train_full_own",
+                         help="Minutes to hours on a CPU, and it needs far more examples than a few per class: "
+                              "for ESC-scale data."):
             return None, None
         val = st.selectbox("Validation", ["none", "hold out every 5th example"], key="train_val_own",
                            help="Held-out examples are not trained on; their accuracy shows what the model learned.")
@@ -215,14 +310,15 @@ def split_by_fold(root: str, subset: str | None) -> tuple[Dataset | None, Datase
     return ds.select(exclude=[val]), ds.select(folds=[val])
 
 
-def settings() -> tuple[TrainConfig, str]:
+def settings(n_clips: int | None = None) -> tuple[TrainConfig, str]:
     c = st.columns(4)
     max_epochs = limits.PUBLIC_MAX_EPOCHS if limits.public() else 2000
     epochs = c[0].number_input("Epochs", 1, max_epochs, 20, key="train_epochs",
                                help=f"At most {max_epochs}" + (f" and {limits.PUBLIC_MAX_TRAIN_SECONDS // 60} minutes "
                                                                "per run on this public server." if limits.public()
                                                                else "."))
-    batch = c[1].number_input("Batch size", 1, 256, 32, key="train_batch")
+    batch = c[1].number_input("Batch size", 1, 256, suggested_batch(n_clips) if n_clips else 32, key="train_batch",
+                              help="Never more than the training clips: a larger number is lowered to their count.")
     lr = c[2].select_slider("Learning rate", [0.001, 0.003, 0.01, 0.03, 0.1], value=0.01, key="train_lr")
     width = c[3].selectbox("Classifier width", [64, 256, 1024, 4096], index=1, key="train_width",
                            help="Units in each fully connected layer; the paper uses 4096, small data needs less.")
@@ -329,32 +425,39 @@ def live_view() -> None:
         st.rerun()  # the thread ended between snapshot and now: redraw the final state
 
 
+def full_network_training(train_ds, val_ds) -> None:
+    cfg, name = settings(len(train_ds) if train_ds is not None else None)
+    job: TrainingJob | None = st.session_state.get(JOB)
+    mine_running = job is not None and job.running
+    busy = SLOT.owner is not None and not mine_running
+    if busy:
+        st.warning(f"The server is busy training another visitor's model (for {fmt_seconds(SLOT.busy_for())} so far). "
+                   "Please try again when it has finished.")
+    if train_ds is not None:
+        st.caption(f"Training on {len(train_ds)} clips of {len(train_ds.classes)} classes"
+                   + (f", validating on {len(val_ds)}." if val_ds is not None else ", no validation."))
+    if st.button("Start training", key="train_start", type="primary",
+                 disabled=train_ds is None or busy or mine_running):
+        try:
+            new = TrainingJob(train_ds, val_ds, cfg, name)
+        except (checkpoint.CheckpointError, OSError, ValueError) as e:
+            st.error(no_paths(f"Could not set up training: {e}"))
+        else:
+            if new.start():
+                st.session_state[JOB] = new
+                st.rerun()
+            else:
+                st.warning("Someone else just started a training; please wait for it to finish.")
+
+
 page_setup()
 st.header("Train your own EnvNet")
-st.caption("Training runs on this server's CPU; one training at a time for everyone using it.")
+st.caption("Your own classes train in seconds (a new last layer on the shipped model), many visitors at once. "
+           "Training the whole network runs on this server's CPU, one training at a time for everyone.")
 train_ds, val_ds = choose_data()
-cfg, name = settings()
-job: TrainingJob | None = st.session_state.get(JOB)
-mine_running = job is not None and job.running
-busy = SLOT.owner is not None and not mine_running
-if busy:
-    st.warning(f"The server is busy training another visitor's model (for {fmt_seconds(SLOT.busy_for())} so far). "
-               "Please try again when it has finished.")
-if train_ds is not None:
-    st.caption(f"Training on {len(train_ds)} clips of {len(train_ds.classes)} classes"
-               + (f", validating on {len(val_ds)}." if val_ds is not None else ", no validation."))
-if st.button("Start training", key="train_start", type="primary",
-             disabled=train_ds is None or busy or mine_running):
-    try:
-        new = TrainingJob(train_ds, val_ds, cfg, name)
-    except (checkpoint.CheckpointError, OSError, ValueError) as e:
-        st.error(no_paths(f"Could not set up training: {e}"))
-    else:
-        if new.start():
-            st.session_state[JOB] = new
-            st.rerun()
-        else:
-            st.warning("Someone else just started a training; please wait for it to finish.")
+few_shot_only = st.session_state.get("train_source") == "Your own classes" and train_ds is None
+if not few_shot_only:  # the few-shot recipe needs none of the whole-network settings
+    full_network_training(train_ds, val_ds)
 
 job = st.session_state.get(JOB)
 if job is not None:

@@ -84,7 +84,14 @@ def add_own_classes(at: AppTest) -> None:
     at.run()
 
 
+def full_network(at: AppTest) -> None:
+    """Own classes train few-shot by default; the whole-network settings sit behind the Advanced toggle."""
+    at.toggle(key="train_full_own").set_value(True)
+    at.run()
+
+
 def tiny_settings(at: AppTest, epochs: int = 2, name: str = "unit-model") -> None:
+    full_network(at)
     at.number_input(key="train_epochs").set_value(epochs)
     at.number_input(key="train_batch").set_value(8)
     at.selectbox(key="train_width").set_value(64)
@@ -167,6 +174,7 @@ def test_stop_ends_the_run_and_keeps_the_model(train_page):
 def test_another_sessions_training_makes_the_server_busy(train_page):
     at = train_page
     add_own_classes(at)
+    full_network(at)
     assert SLOT.acquire("another visitor")
     try:
         at.run()

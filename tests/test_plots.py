@@ -335,3 +335,12 @@ def test_titles_sit_above_their_plot_below_the_toolbar_and_legends_underneath(mo
         assert fig.layout.margin.t >= plots.TOP_MARGIN  # the toolbar's row above the title
         if fig.layout.showlegend:
             assert fig.layout.legend.orientation == "h" and fig.layout.legend.yref == "container"
+
+
+def test_confusion_figure_shows_every_count():
+    from envnet.plots import confusion_figure
+
+    fig = confusion_figure([[3, 0], [1, 2]], ["clap", "knock"])
+    cell = fig.data[0]
+    assert list(cell.x) == ["clap", "knock"] and list(cell.y) == ["clap", "knock"]
+    assert cell.text.tolist() == [[3, 0], [1, 2]]

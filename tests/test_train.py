@@ -223,3 +223,12 @@ def test_no_usable_clips_is_a_clear_error():
     ds.waves = [torch.zeros(0) for _ in ds.waves]
     with pytest.raises(ValueError, match="no usable training clips"):
         Trainer(ds, None, TrainConfig(epochs=1, **TINY)).run()
+
+
+def test_the_batch_never_exceeds_the_clips():
+    from envnet.train import clamp_batch, suggested_batch
+
+    assert clamp_batch(32, 13) == 13 and clamp_batch(8, 100) == 8 and clamp_batch(0, 5) == 1
+    assert suggested_batch(13) == 4  # about four updates per epoch, not one batch of 32 over 13 clips
+    assert suggested_batch(3) == 3 and suggested_batch(1000) == 32
+    assert all(suggested_batch(n) <= n for n in range(1, 200))
