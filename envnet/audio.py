@@ -199,12 +199,6 @@ def _too_long(name: str, seconds: float, max_seconds: float) -> TooLongError:
     )
 
 
-def decode_raw(source: Source) -> tuple[np.ndarray, int]:
-    """(frames, channels) float32 as stored, and its sample rate. Raises AudioError subclasses."""
-    audio, sr, _ = _decode(source)
-    return audio, sr
-
-
 def _filter_size(orig_sr: int, new_sr: int, width: int = 6) -> int:
     """Coefficients in torchaudio's sinc filter between two rates (its lowpass_filter_width default, 6)."""
     g = math.gcd(orig_sr, new_sr)

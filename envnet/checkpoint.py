@@ -103,8 +103,10 @@ def make_card(model: EnvNet, classes: list[str], name: str, **extra) -> dict:
     return card
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, rename: a reader sees the old file or the new one."""
+def _atomic_write(path: Path, data: bytes, exclusive: bool = False) -> None:
+    """Write to a temp file in the same folder, fsync, then put it in place in one step: a reader sees the
+    old file or the new one. exclusive: a hard link instead of a rename, which fails when the name exists,
+    so two writers of one name cannot both win."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -113,10 +115,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
+        if not exclusive:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise CheckpointError(f"a checkpoint called {path.stem!r} already exists") from None
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- names and paths ----------------------------------------------------------------------------
@@ -173,30 +180,13 @@ def save(stem: str | Path, model: EnvNet, card: dict, half: bool = True, exclusi
         _atomic_write(weights, state_bytes(model, half))
         _atomic_write(card_path, json.dumps(card, indent=2).encode())
         return weights
-    _exclusive_write(card_path, json.dumps(card, indent=2).encode())  # the card first: it claims the name
+    _atomic_write(card_path, json.dumps(card, indent=2).encode(), exclusive=True)  # the card first: it claims the name
     try:
-        _exclusive_write(weights, state_bytes(model, half))
+        _atomic_write(weights, state_bytes(model, half), exclusive=True)
     except BaseException:
         card_path.unlink(missing_ok=True)
         raise
     return weights
-
-
-def _exclusive_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        try:
-            os.link(tmp, path)  # atomic, and fails if the name exists
-        except FileExistsError:
-            raise CheckpointError(f"a checkpoint called {path.stem!r} already exists") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 # ---- training state: what a stopped run needs to continue exactly -----------------------------------
@@ -383,8 +373,6 @@ def _header(weights: bytes) -> dict:
 def _check_tensors(header: dict, arch: dict, n_classes: int) -> None:
     """Names, dtypes and shapes from the header against the model the card describes, built on the meta
     device (shapes only, no memory): nothing is allocated for a file that does not fit."""
-    import torch
-
     try:
         with torch.device("meta"):
             expected = build_model("envnet", **arch).state_dict()

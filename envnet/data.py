@@ -116,9 +116,14 @@ def read_class_folders(root: str | Path, n_folds: int = 5, seed: int = 0) -> Dat
     return Dataset(clips, classes, [None] * len(classes), f"class folders at {root}")
 
 
+def is_esc50(folder: Path) -> bool:
+    """Whether a folder is in ESC-50's layout: meta/esc50.csv and audio/."""
+    return (folder / "meta" / "esc50.csv").is_file() and (folder / "audio").is_dir()
+
+
 def read_dataset(root: str | Path, subset: str | None = None) -> Dataset:
     root = Path(root)
-    if (root / "meta" / "esc50.csv").is_file():
+    if is_esc50(root):
         return read_esc50(root, subset or "esc50")
     return read_class_folders(root)
 

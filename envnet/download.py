@@ -17,6 +17,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from envnet import data
 
 ESC50_URL = "https://github.com/karolpiczak/ESC-50/archive/refs/heads/master.zip"
@@ -61,7 +63,7 @@ def manual_instructions(root: Path, url: str = ESC50_URL) -> str:
 def dataset_root(folder: Path) -> Path | None:
     """The folder holding meta/esc50.csv and audio/: FOLDER itself or one of its direct children."""
     for cand in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if folder.is_dir() else []:
-        if (cand / "meta" / "esc50.csv").is_file() and (cand / "audio").is_dir():
+        if data.is_esc50(cand):
             return cand
     return None
 
@@ -87,8 +89,6 @@ def fetch(url: str, dest: Path, sha256: str | None = None, progress: bool = True
     """Download URL to DEST through DEST.part, continuing a previous partial download with an HTTP Range
     request when the server supports it. Verifies the size the server announced and, if given, the
     sha256; a mismatch deletes the download (it cannot be trusted for resuming either)."""
-    from tqdm import tqdm
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")

@@ -8,17 +8,15 @@ from pathlib import Path
 
 import torch
 
+from envnet.data import CACHE_DIR, is_esc50, read_dataset
 from envnet.model import SAMPLE_RATE
+from envnet.spectra import tone
 
 DURATION = 3.0  # seconds: two windows' worth, so the timeline has something to show
 
 
 def _t(seconds: float = DURATION) -> torch.Tensor:
     return torch.arange(int(seconds * SAMPLE_RATE), dtype=torch.float64) / SAMPLE_RATE
-
-
-def tone(freq: float = 440.0, seconds: float = DURATION, amplitude: float = 0.5) -> torch.Tensor:
-    return (amplitude * torch.sin(2 * torch.pi * freq * _t(seconds))).float()
 
 
 def sweep(f0: float = 50.0, f1: float = 7500.0, seconds: float = DURATION, amplitude: float = 0.5) -> torch.Tensor:
@@ -54,12 +52,12 @@ def noise(seconds: float = DURATION, amplitude: float = 0.3, colour: str = "whit
 
 
 def chord(freqs: tuple[float, ...] = (262.0, 330.0, 392.0), seconds: float = DURATION) -> torch.Tensor:
-    return sum(tone(f, seconds, 0.5 / len(freqs)) for f in freqs)
+    return sum(tone(f, int(seconds * SAMPLE_RATE), 0.5 / len(freqs)) for f in freqs)
 
 
 DEMO_SOUNDS: dict[str, Callable[[], torch.Tensor]] = {
-    "Tone 440 Hz": lambda: tone(440.0),
-    "Tone 3 kHz": lambda: tone(3000.0),
+    "Tone 440 Hz": lambda: tone(440.0, int(DURATION * SAMPLE_RATE)),
+    "Tone 3 kHz": lambda: tone(3000.0, int(DURATION * SAMPLE_RATE)),
     "Sweep 50 Hz → 7.5 kHz": sweep,
     "Clicks (4 per second)": clicks,
     "White noise": noise,
@@ -71,8 +69,6 @@ DEMO_SOUNDS: dict[str, Callable[[], torch.Tensor]] = {
 def dataset_roots() -> list[Path]:
     """Folders in ESC-50's layout that are present on this machine: $ENVNET_DATA, the download cache
     (envnet.data.CACHE_DIR, searched two levels deep) and ../shared/data beside the repository."""
-    from envnet.data import CACHE_DIR
-
     candidates: list[Path] = []
     if os.environ.get("ENVNET_DATA"):
         candidates.append(Path(os.environ["ENVNET_DATA"]))
@@ -86,7 +82,7 @@ def dataset_roots() -> list[Path]:
             key = c.resolve()
         except OSError:
             continue
-        if key not in seen and (c / "meta" / "esc50.csv").is_file() and (c / "audio").is_dir():
+        if key not in seen and is_esc50(c):
             seen.add(key)
             found.append(c)
     return found
@@ -94,8 +90,6 @@ def dataset_roots() -> list[Path]:
 
 def clips_by_class(root: str | Path, subset: str | None = None, per_class: int = 8) -> dict[str, list[Path]]:
     """Up to `per_class` clip paths for each class of a dataset (ESC-50 layout or class folders)."""
-    from envnet.data import read_dataset
-
     ds = read_dataset(root, subset)
     out: dict[str, list[Path]] = {c: [] for c in ds.classes}
     for clip in ds.clips:

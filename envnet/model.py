@@ -35,9 +35,6 @@ class EnvNetConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> EnvNetConfig:
-        return cls(**{k: d[k] for k in ("n_classes", "fc_width", "dropout") if k in d})
 
 
 class ConvBNReLU(nn.Sequential):

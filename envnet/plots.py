@@ -15,10 +15,9 @@ import plotly.graph_objects as go
 import torch
 
 from envnet.model import N_FRAMES, POOL, SAMPLE_RATE, WINDOW
-from envnet.spectra import FrequencyResponse, mel_band_centres
+from envnet.spectra import FRAME_CENTRE, FrequencyResponse, centres_and_order, mel_band_centres
+from envnet.teaching import conv_output_length
 
-# Learned frame i summarises input samples 160 i … 160 i + 173: its centre is 160 i + 87 (see spectra.py).
-FRAME_CENTRE = 87
 LEARNED_TITLE = "Learned spectrogram (40 × 150)"
 MEL_TITLE = "Mel spectrogram (40 × 150)"
 MAX_WAVE_POINTS = 4000  # a browser draws 4,000 points instantly; a 60 s clip has 960,000
@@ -280,7 +279,7 @@ def filter_evolution_figure(snapshots: Sequence[tuple[int, np.ndarray]], freqs, 
         raise ValueError("no filter snapshots to animate")
     freqs = np.asarray(freqs)
     final = np.asarray(snapshots[-1][1])
-    order = np.argsort(np.argmax(final, axis=1), kind="stable") if sort else np.arange(final.shape[0])
+    order = centres_and_order(final, freqs)[1] if sort else np.arange(final.shape[0])  # as the other figures sort
 
     def z(resp) -> np.ndarray:
         r = np.asarray(resp)[order]
@@ -403,8 +402,6 @@ def filter_activity_figure(activity, centres=None, *, order: Sequence[int] | Non
 def conv_arithmetic_figure(length: int, kernel: int, stride: int, padding: int, max_drawn: int = 24) -> go.Figure:
     """The input as a row of cells (padding grey) and the kernel's positions as bars, one per output. Up to
     `max_drawn` positions are all drawn; beyond that the first ones and the last, and the title says so."""
-    from envnet.teaching import conv_output_length
-
     n_out = conv_output_length(length, kernel, stride, padding)
     total = length + 2 * padding
     fig = go.Figure()

@@ -18,7 +18,8 @@ from envnet.model import N_BANDS, N_FRAMES, POOL, SAMPLE_RATE, WINDOW, EnvNet
 N_FFT = 400  # 25 ms analysis window, the usual speech/audio front end
 # Learned frame i pools conv2 outputs 160i…160i+159, which see input samples 160i…160i+173: its centre
 # is 160i + 87. Padding by 113 puts the centre of the 400-sample mel frame i at the same sample.
-MEL_PAD = (N_FFT // 2) - 87
+FRAME_CENTRE = 87
+MEL_PAD = (N_FFT // 2) - FRAME_CENTRE
 
 
 @lru_cache(maxsize=4)
@@ -57,7 +58,8 @@ def learned_spectrogram(model: EnvNet, windows: torch.Tensor) -> torch.Tensor:
 
 
 def tone(freq: float, length: int = WINDOW, amplitude: float = 0.5, sr: int = SAMPLE_RATE) -> torch.Tensor:
-    # Cosine, not sine: a sine at exactly Nyquist samples to all zeros.
+    """A pure tone of `length` samples: the filters' test signal and the demo sounds' (envnet/examples.py).
+    Cosine, not sine: a sine at exactly Nyquist samples to all zeros."""
     t = torch.arange(length, dtype=torch.float64) / sr
     return (amplitude * torch.cos(2 * torch.pi * freq * t)).float()
 
@@ -83,7 +85,7 @@ class FrequencyResponse:
         return r / np.maximum(r.max(axis=1, keepdims=True), 1e-12)
 
 
-def _centres(response: np.ndarray, freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def centres_and_order(response: np.ndarray, freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centre = the tone frequency of peak response (log-spaced tones make that the natural choice);
     ties broken by the log-frequency centroid. Dead filters (all zero) go last."""
     r = np.maximum(response, 0)
@@ -105,7 +107,7 @@ def frequency_response(model: EnvNet, freqs: np.ndarray | None = None) -> Freque
     """Feed log-spaced tones through the feature block; each filter's mean output per tone."""
     freqs = tone_frequencies() if freqs is None else np.asarray(freqs)
     response = _response(lambda x: learned_spectrogram(model, x), freqs)
-    centres, order = _centres(response, freqs)
+    centres, order = centres_and_order(response, freqs)
     return FrequencyResponse(freqs, response, order, centres)
 
 
@@ -130,7 +132,7 @@ def mel_frequency_response(freqs: np.ndarray | None = None, n_mels: int = N_BAND
     """The same measurement for a mel filterbank, in power (not dB), for comparison."""
     freqs = tone_frequencies() if freqs is None else np.asarray(freqs)
     response = _response(lambda x: 10 ** (mel_spectrogram(x, n_mels) / 10), freqs)
-    centres, order = _centres(response, freqs)
+    centres, order = centres_and_order(response, freqs)
     return FrequencyResponse(freqs, response, order, centres)
 
 

@@ -13,7 +13,7 @@ import streamlit as st
 
 from envnet import examples, plots
 from envnet.audio import to_wav_bytes
-from envnet.model import WINDOW
+from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.spectra import (
     cached_frequency_response,
     kernel_spectra,
@@ -68,7 +68,7 @@ if ck is not None:
             sound = tone(float(f), WINDOW)
         else:
             st.caption("An exponential sweep from 50 Hz to 7.5 kHz over one 1.5 s window.")
-            sound = examples.sweep(50.0, 7500.0, seconds=WINDOW / 16000)[:WINDOW]
+            sound = examples.sweep(50.0, 7500.0, seconds=WINDOW / SAMPLE_RATE)[:WINDOW]
         st.audio(to_wav_bytes(sound), format="audio/wav")
     spec = learned_spectrogram(model, sound)
     with c2:

@@ -1,7 +1,7 @@
 """Real-browser fixtures: one `streamlit run app.py` per test session, Debian's Chromium driven by Playwright.
 
-Every test here is marked `browser`; they skip (with the reason) where /usr/bin/chromium is missing, but CI
-installs it (`make browser`), so there they really run.
+Every test here is marked `browser`; they skip (with the reason) where /usr/bin/chromium is missing. `make
+browser` installs it where that needs no password (root, or passwordless sudo, as in CI), so there they run.
 """
 
 from __future__ import annotations
