@@ -1,9 +1,5 @@
-"""EnvNet Sound Lab: the entry point. `streamlit run app.py`.
-
-Sidebar (on every page), widget labels:
-  selectbox "Model"; expander "Model card"; expander "Use your own model file" with file uploaders
-  "Weights (.safetensors)" and "Model card (.json)" and button "Add this model".
-Pages: Classify, Live, Train, Filters, How it works.
+"""EnvNet Sound Lab: the entry point (`streamlit run app.py`): page set-up, the sidebar's model picker
+on every page, and the navigation over pages/.
 """
 
 from __future__ import annotations

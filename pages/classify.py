@@ -1,10 +1,5 @@
-"""Classify a sound and compare what EnvNet learned with a mel spectrogram.
-
-Widget labels: radio "Sound source" (Upload / Record / Example); file uploader "Upload a sound file";
-audio input "Record a sound"; radio "Example kind"; selectbox "Demo sound"; selectboxes "Dataset",
-"Class", "Clip"; button "Use this example"; slider "Window"; toggle "Order learned filters by centre
-frequency"; number input "Top classes to show". Figures: "Waveform and analysed windows", "Top classes",
-"Class probabilities over time", "Learned spectrogram (40 × 150)" beside "Mel spectrogram (40 × 150)".
+"""Classify a sound (upload, record or an example) and compare what EnvNet learned with a mel
+spectrogram, window by window.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""What the learned filters listen to, measured with pure tones, beside a mel filterbank.
-
-Widget labels: toggle "Sort filters by centre frequency"; radio "Test sound" (Tone / Sweep);
-select slider "Tone frequency (Hz)". Figures: "Learned filters … / Mel filterbank (40 bands)",
-"Kernels (8 taps each)" / "Kernel magnitude spectra", "How strongly each filter responds",
-"Learned spectrogram (40 × 150)" beside "Mel spectrogram (40 × 150)".
+"""What the learned filters listen to, measured with pure tones, beside a mel filterbank; the
+first-layer kernels; a tone explorer.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""How EnvNet turns 1.5 s of raw audio into class scores, layer by layer, in classroom words.
-
-Widget labels: table of layers (dataframe); number inputs "Input length", "Kernel size", "Stride",
-"Padding" for the convolution-arithmetic demo. Figure: the convolution demo ("… → N outputs").
+"""How EnvNet turns 1.5 s of raw audio into class scores, layer by layer, in classroom words, with a
+convolution-arithmetic demo.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Live microphone: EnvNet's learned spectrogram and a mel spectrogram scrolling as it listens.
-
-Widgets: the WebRTC player (its buttons "Start" / "Stop"); button "Capture the last 1.5 s for Classify" (key
-live_capture); in the expander "Display settings", toggle "Order learned filters by centre frequency" (key
-live_sort) and number input "Top classes to show" (key live_topk). Figures, once sound has arrived:
-"Learned spectrogram, live" beside "Mel spectrogram, live" (stacked on a phone); "Top classes".
+"""Live microphone: EnvNet's learned spectrogram and a mel spectrogram scrolling as it listens, the
+top classes of the last 1.5 s, and a capture to Classify.
 
 The streaming itself is envnet/stream.py; this page only wires the browser's microphone to it and draws.
 """
