@@ -343,7 +343,7 @@ def training_curves(history: Sequence[dict],
 
 
 def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str],
-                     title: str = "Held-out examples: true class (rows) and what the model said") -> go.Figure:
+                     title: str = "Held-out examples: what the model said") -> go.Figure:
     """A confusion matrix as a heatmap with the count in every cell."""
     z = np.asarray(confusion, dtype=float)
     labels = [str(c) for c in classes]

@@ -266,6 +266,7 @@ def every_figure(model) -> list[go.Figure]:
         plots.conv_arithmetic_figure(10, 3, 2, 1),
         plots.live_map(learned_spectrogram(model, win), "learned", order=np.arange(40)[::-1]),
         plots.live_map(mel_spectrogram(win), "mel"),
+        plots.confusion_figure([[3, 0], [1, 2]], ["clap", "knock"]),
     ]
 
 
