@@ -27,6 +27,10 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from envnet.model import SAMPLE_RATE, WINDOW
+from envnet.predict import predict
+from envnet.spectra import cached_frequency_response, learned_spectrogram, mel_spectrogram
+
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo's names for native bf16 math
 BF16_MIN_GAIN = 1.2  # bf16 must beat fp32 by this much in the probe: it costs precision, so it must pay
 CACHE_FILE = Path(os.environ.get("ENVNET_CACHE", Path.home() / ".cache" / "envnet")) / "cpu-plan.json"
@@ -202,12 +206,8 @@ def warm_up(model) -> None:
     the fused inference copy (envnet/fast.py), oneDNN's kernels at the batch sizes the Classify page
     uses, the mel filterbank, and the filters' frequency response (96 tones through the feature block).
     Everything lands in the caches the pages read; it changes no result."""
-    from envnet.model import WINDOW
-    from envnet.predict import predict
-    from envnet.spectra import cached_frequency_response, learned_spectrogram, mel_spectrogram
-
     classes = [str(i) for i in range(model.config.n_classes)]
-    clip = 0.1 * torch.randn(5 * 16_000, generator=torch.Generator().manual_seed(0))
+    clip = 0.1 * torch.randn(5 * SAMPLE_RATE, generator=torch.Generator().manual_seed(0))
     predict(model, clip, classes)  # 10 crops
     predict(model, clip, classes, hop=8_000)  # the timeline's windows
     learned_spectrogram(model, clip[:WINDOW])

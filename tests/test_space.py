@@ -9,8 +9,11 @@ compare with what the Dockerfile runs.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -210,6 +213,26 @@ def test_readme_setup_and_dockerfile_install_the_same_file_and_run_the_same_app(
         f"the Dockerfile installs {docker_installs}, the README's app set-up {readme_installs}"
     )
     assert runs_streamlit(docker_cmd(ins)) == "app.py"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed here")
+def test_make_installs_into_the_active_virtualenv_or_into_dot_venv(tmp_path) -> None:
+    """PEP 668: a system Python refuses pip outside a virtual environment, so make never uses one."""
+    def dry_run(target: str, **env: str) -> str:
+        base = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "MAKEFLAGS", "MAKELEVEL")}
+        done = subprocess.run(["make", "-n", target], cwd=ROOT, env={**base, **env}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    plain = dry_run("run")
+    assert ".venv/bin/python -m pip install -q -r requirements.txt" in plain
+    assert ".venv/bin/python -m streamlit run app.py" in plain
+    (tmp_path / "env" / "bin").mkdir(parents=True)
+    (tmp_path / "env" / "bin" / "pip").touch()
+    active = dry_run("test", VIRTUAL_ENV=str(tmp_path / "env"))
+    assert f"{tmp_path}/env/bin/python -m pip install -q -r requirements-dev.txt" in active
+    assert f"{tmp_path}/env/bin/python -m pytest" in active
+    assert ".venv" not in active and "-m venv" not in active
 
 
 def test_readme_says_how_to_deploy_the_space() -> None:
