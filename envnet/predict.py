@@ -8,7 +8,7 @@ import torch
 
 from envnet.audio import pad_to_window, window_starts
 from envnet.fast import inference_model
-from envnet.model import SAMPLE_RATE, WINDOW, EnvNet
+from envnet.model import WINDOW, EnvNet
 
 BATCH = 32  # windows per forward pass: bounds memory for long clips
 
@@ -28,10 +28,6 @@ class Prediction:
     @property
     def label(self) -> str:
         return self.classes[int(self.probs.argmax())]
-
-    @property
-    def start_seconds(self) -> list[float]:
-        return [s / SAMPLE_RATE for s in self.starts]
 
 
 def window_probabilities(model: EnvNet, batch: torch.Tensor) -> torch.Tensor:
