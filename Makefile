@@ -31,8 +31,8 @@ $(ENV_DIR)/bin/pip:
 		else echo "$(PYTHON) cannot make a virtual environment: ensurepip is missing. On Debian/Ubuntu run" \
 		          "sudo apt-get install python3-venv (or $$pkg), then make again." >&2; exit 1; fi; \
 		echo "Installing $$pkg, which python3 -m venv needs..."; \
-		$$sudo apt-get update -qq && { DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$pkg >/dev/null \
-		|| DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq python3-venv >/dev/null; }; }
+		$$sudo apt-get update -qq && { $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$pkg >/dev/null \
+		|| $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }; }
 	$(PYTHON) -m venv --clear $(ENV_DIR)
 	$(PY) -m pip install -q --upgrade pip
 endif
@@ -44,16 +44,17 @@ install: venv
 install-dev: venv
 	$(PY) -m pip install -q -r requirements-dev.txt
 
-# Debian's Chromium for the browser journeys (Playwright never downloads its own browser). Installed only
+# Debian's Chromium (/usr/bin/chromium, where tests/browser looks) for the browser journeys; Playwright never
+# downloads its own browser. Installed only
 # where that needs no password; elsewhere the browser tests skip with a reason and the rest still runs.
 browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	@[ -x /usr/bin/chromium ] || \
 		if ! command -v apt-get >/dev/null 2>&1; then \
 			echo "No chromium and no apt-get here: the browser tests will be skipped."; \
 		elif [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		elif sudo -n true 2>/dev/null; then \
-			sudo -n apt-get update -qq && DEBIAN_FRONTEND=noninteractive sudo -n apt-get install -y -qq chromium >/dev/null; \
+			sudo -n apt-get update -qq && sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else \
 			echo "No chromium, and installing it needs a password: the browser tests will be skipped" \
 			     "(sudo apt-get install chromium, then make test, runs them)."; \
