@@ -125,31 +125,39 @@ def pick_window(timeline, n_windows: int) -> int:
             st.session_state["classify_window"] = int(clicked)
     if st.session_state.get("classify_window", 0) >= n_windows:
         st.session_state["classify_window"] = 0
-    fig = plots.timeline_figure(timeline.window_probs, timeline.starts, timeline.classes,
-                                selected=st.session_state.get("classify_window", 0))
+    # No line for the selected window here (the waveform's band and the slider show it; a click highlights
+    # its point): the chart then stays the same while the window moves, and the browser keeps it as it
+    # is instead of redrawing five traces on every slider step.
+    fig = plots.timeline_figure(timeline.window_probs, timeline.starts, timeline.classes)
     st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="classify_timeline", width="stretch", theme=None)
     return st.slider("Window", 0, n_windows - 1, key="classify_window",
                      help="Which 1.5 s window to show in the spectrograms below; clicking a point on the "
                           "timeline picks its window too.")
 
 
-page_setup()
-st.header("Classify a sound")
-st.caption("EnvNet listens to 1.5 s windows of raw audio. Upload, record or pick a sound; see what it hears.")
-ck = current_checkpoint()
-choose_source()
-clip = st.session_state.get(CLIP)
+def window_spectrograms(ck, clip: dict, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learned and mel maps of one window, kept per clip and model: moving back to a window is free."""
+    key = (clip["id"], model_key_of(ck), start)
+    cache = st.session_state.setdefault("classify_windows", {})
+    if key not in cache:
+        if len(cache) >= 32 or any(k[:2] != key[:2] for k in cache):  # one clip's windows, bounded
+            cache.clear()
+        win = window_at(clip["wave"], start)
+        cache[key] = (learned_spectrogram(ck.model, win), mel_spectrogram(win))
+    return cache[key]
 
-if ck is not None and clip is not None:
+
+@st.fragment
+def show_results(ck, clip: dict, res: dict) -> None:
+    """Everything drawn from one clip's results. A fragment: moving the window slider, clicking the
+    timeline or changing the top-k reruns only this, not the sidebar, the source picker and the model."""
     wave: torch.Tensor = clip["wave"]
-    st.subheader(f"“{clip['name']}” — {wave.numel() / SAMPLE_RATE:.2f} s")
-    if is_silent(wave):
-        st.warning("This clip is silent (or nearly): there is nothing to classify, so the scores below mean little.")
-    res = analyse(ck, clip)
     timeline = res["timeline"]
     left, right = st.columns([3, 2])
     with right:
-        st.audio(to_wav_bytes(wave), format="audio/wav")
+        if "wav" not in clip:  # encoded once per clip, not on every rerun
+            clip["wav"] = to_wav_bytes(wave)
+        st.audio(clip["wav"], format="audio/wav")
         k = st.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="classify_topk")
         st.plotly_chart(plots.topk_figure(res["clip"].top(int(k))), width="stretch", theme=None, key="classify_top")
         best, p = res["clip"].top(1)[0]
@@ -164,13 +172,28 @@ if ck is not None and clip is not None:
         st.plotly_chart(plots.waveform_figure(wave, timeline.starts, sel), width="stretch", theme=None,
                         key="classify_wave")
     starts = timeline.starts  # the timeline's windows are the ones the slider and the chart count
-    win = window_at(wave, starts[sel])
     sort = st.toggle("Order learned filters by centre frequency", value=True, key="classify_sort",
                      help="Stack the learned filters from low to high frequency so the map reads like a spectrogram.")
-    show_spectrograms(learned_spectrogram(ck.model, win), mel_spectrogram(win), start_sample=starts[sel],
+    learned, mel = window_spectrograms(ck, clip, starts[sel])
+    show_spectrograms(learned, mel, start_sample=starts[sel],
                       response=cached_frequency_response(ck.model) if sort else None, key="classify_spectrograms")
     st.caption(f"Window {sel}: {starts[sel] / SAMPLE_RATE:.2f}–{(starts[sel] + WINDOW) / SAMPLE_RATE:.2f} s. "
                "Left: the 40 filters EnvNet learned, max-pooled every 10 ms. Right: a 40-band mel spectrogram "
                "of the same samples, frame for frame.")
+
+
+page_setup()
+st.header("Classify a sound")
+st.caption("EnvNet listens to 1.5 s windows of raw audio. Upload, record or pick a sound; see what it hears.")
+ck = current_checkpoint()
+choose_source()
+clip = st.session_state.get(CLIP)
+
+if ck is not None and clip is not None:
+    wave: torch.Tensor = clip["wave"]
+    st.subheader(f"“{clip['name']}” — {wave.numel() / SAMPLE_RATE:.2f} s")
+    if is_silent(wave):
+        st.warning("This clip is silent (or nearly): there is nothing to classify, so the scores below mean little.")
+    show_results(ck, clip, analyse(ck, clip))
 elif ck is not None:
     st.info("Choose a sound above to classify it.")
