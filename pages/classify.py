@@ -10,13 +10,22 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from envnet import plots
+from envnet import limits, plots
 from envnet.audio import AUDIO_EXTENSIONS, AudioError, is_silent, load_audio, to_wav_bytes, window_at
 from envnet.examples import DEMO_SOUNDS, clips_by_class, dataset_roots
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.predict import predict
 from envnet.spectra import cached_frequency_response, learned_spectrogram, mel_spectrogram
-from pages._ui import current_checkpoint, model_key_of, page_setup, show_spectrograms
+from pages._ui import (
+    SOUND_UPLOAD_HELP,
+    SOUND_UPLOAD_MB,
+    chart,
+    current_checkpoint,
+    model_key_of,
+    no_paths,
+    page_setup,
+    show_spectrograms,
+)
 
 CLIP = "classify_clip"  # {"id", "name", "wave"}: this session's current clip, kept across pages and reruns
 MAX_TIMELINE_WINDOWS = 120
@@ -51,9 +60,8 @@ def dataset_index(root: str) -> dict[str, list[str]]:
 def choose_source() -> None:
     source = st.radio("Sound source", ["Upload", "Record", "Example"], horizontal=True, key="classify_source")
     if source == "Upload":
-        up = st.file_uploader("Upload a sound file", key="classify_upload",
-                              help="WAV, FLAC, OGG or MP3, up to 60 seconds. Stereo is mixed to mono, "
-                                   "any sample rate is converted to 16 kHz.")
+        up = st.file_uploader("Upload a sound file (up to 60 s)", key="classify_upload",
+                              max_upload_size=SOUND_UPLOAD_MB, help=SOUND_UPLOAD_HELP)
         if up is not None:
             decode(up.name, up.getvalue(), f"upload:{up.file_id}")
     elif source == "Record":
@@ -65,17 +73,19 @@ def choose_source() -> None:
         kinds = ["Generated demo sounds"] + (["Dataset clips"] if roots else [])
         kind = st.radio("Example kind", kinds, horizontal=True, key="classify_example_kind")
         if not roots:
-            st.caption("No dataset found in the cache: download ESC-10 on the Train page to browse real clips here.")
+            st.caption("No dataset on this server yet: “Download ESC-50 (includes ESC-10)” on the Train page "
+                       "to browse real clips here.")
         if kind == "Generated demo sounds":
             name = st.selectbox("Demo sound", list(DEMO_SOUNDS), key="classify_demo")
             if st.button("Use this example", key="classify_use_demo") or CLIP not in st.session_state:
                 set_clip(name, DEMO_SOUNDS[name](), f"demo:{name}")
         else:
-            root = st.selectbox("Dataset", [str(r) for r in roots], key="classify_dataset")
+            root = st.selectbox("Dataset", [str(r) for r in roots], key="classify_dataset",
+                                format_func=lambda r: Path(r).name if limits.public() else r)  # no server paths
             try:
                 index = dataset_index(root)
             except (OSError, ValueError) as e:
-                st.error(f"Could not read that dataset: {e}")
+                st.error(no_paths(f"Could not read that dataset: {e}"))
                 return
             c1, c2 = st.columns(2)
             cls = c1.selectbox("Class", list(index), key="classify_class")
@@ -84,7 +94,7 @@ def choose_source() -> None:
                 try:
                     set_clip(f"{cls}: {Path(path).name}", load_audio(path), f"file:{path}")
                 except AudioError as e:
-                    st.error(str(e))
+                    st.error(no_paths(str(e)))
 
 
 def timeline_hop(n: int) -> int:
@@ -129,10 +139,13 @@ def pick_window(timeline, n_windows: int) -> int:
     # its point): the chart then stays the same while the window moves, and the browser keeps it as it
     # is instead of redrawing five traces on every slider step.
     fig = plots.timeline_figure(timeline.window_probs, timeline.starts, timeline.classes)
-    st.plotly_chart(fig, on_select="rerun", selection_mode="points", key="classify_timeline", width="stretch", theme=None)
-    return st.slider("Window", 0, n_windows - 1, key="classify_window",
-                     help="Which 1.5 s window to show in the spectrograms below; clicking a point on the "
-                          "timeline picks its window too.")
+    chart(fig, "classify_timeline", on_select="rerun", selection_mode="points")
+    starts = timeline.starts
+    # Seconds, not a bare index: each step is one analysed window, shown by where it starts and ends.
+    return st.select_slider("Window", list(range(n_windows)), key="classify_window",
+                            format_func=lambda i: f"{starts[i] / SAMPLE_RATE:.1f}–{(starts[i] + WINDOW) / SAMPLE_RATE:.1f} s",
+                            help="Which 1.5 s window to show in the spectrograms below; clicking a point on the "
+                                 "timeline picks its window too.")
 
 
 def window_spectrograms(ck, clip: dict, start: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,24 +166,24 @@ def show_results(ck, clip: dict, res: dict) -> None:
     timeline or changing the top-k reruns only this, not the sidebar, the source picker and the model."""
     wave: torch.Tensor = clip["wave"]
     timeline = res["timeline"]
-    left, right = st.columns([3, 2])
-    with right:
+    # The answer first: on a phone the columns stack, and the verdict must come right after the sound.
+    verdict, detail = st.columns([2, 3])
+    with verdict:
         if "wav" not in clip:  # encoded once per clip, not on every rerun
             clip["wav"] = to_wav_bytes(wave)
         st.audio(clip["wav"], format="audio/wav")
-        k = st.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="classify_topk")
-        st.plotly_chart(plots.topk_figure(res["clip"].top(int(k))), width="stretch", theme=None, key="classify_top")
         best, p = res["clip"].top(1)[0]
         st.markdown(f"**Best guess: {best}** ({p:.0%}, averaged over {len(res['clip'].starts)} windows)")
-    with left:
+        k = st.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="classify_topk")
+        chart(plots.topk_figure(res["clip"].top(int(k))), "classify_top")
+    with detail:
         n_windows = len(timeline.starts)
         if n_windows > 1:
             sel = pick_window(timeline, n_windows)
         else:
             sel = 0
             st.caption("The clip fits in one window (shorter clips are centred in silence).")
-        st.plotly_chart(plots.waveform_figure(wave, timeline.starts, sel), width="stretch", theme=None,
-                        key="classify_wave")
+        chart(plots.waveform_figure(wave, timeline.starts, sel), "classify_wave")
     starts = timeline.starts  # the timeline's windows are the ones the slider and the chart count
     sort = st.toggle("Order learned filters by centre frequency", value=True, key="classify_sort",
                      help="Stack the learned filters from low to high frequency so the map reads like a spectrogram.")
@@ -178,8 +191,8 @@ def show_results(ck, clip: dict, res: dict) -> None:
     show_spectrograms(learned, mel, start_sample=starts[sel],
                       response=cached_frequency_response(ck.model) if sort else None, key="classify_spectrograms")
     st.caption(f"Window {sel}: {starts[sel] / SAMPLE_RATE:.2f}–{(starts[sel] + WINDOW) / SAMPLE_RATE:.2f} s. "
-               "Left: the 40 filters EnvNet learned, max-pooled every 10 ms. Right: a 40-band mel spectrogram "
-               "of the same samples, frame for frame.")
+               "The learned map: the 40 filters EnvNet learned, max-pooled every 10 ms. The mel map: a 40-band mel "
+               "spectrogram of the same samples, frame for frame.")
 
 
 page_setup()

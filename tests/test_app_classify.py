@@ -97,8 +97,9 @@ def test_uploaded_wav_shows_topk_timeline_and_both_spectrograms(at):
 
 def test_window_slider_moves_the_spectrograms(at):
     upload(at, "tone.wav", wav_bytes(seconds=3.0))
-    slider = at.slider(key="classify_window")
-    assert slider.value == 0 and slider.max >= 2
+    slider = at.select_slider(key="classify_window")
+    assert slider.value == 0 and len(slider.options) >= 3
+    assert slider.options[:3] == ["0.0–1.5 s", "0.5–2.0 s", "1.0–2.5 s"]  # seconds, not a bare index
 
     def first_time(at: AppTest) -> float:
         return float(arr(figure(at, "Learned spectrogram (40 × 150)")["data"][0]["x"])[0])
@@ -191,3 +192,24 @@ def test_bad_and_odd_files_give_a_result_or_a_clear_error(at, name):
     else:
         assert not at.error, [e.value for e in at.error]
         assert "Top classes" in all_titles(at)
+
+
+def test_the_verdict_comes_right_after_the_sound(at):
+    """On a phone the columns stack in page order: the answer was 1,650 px down, below the timeline."""
+    upload(at, "tone.wav", wav_bytes(seconds=3.0))
+    order = []
+
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            if child.type == "plotly_chart":
+                order.append(fig_titles(json.loads(child.proto.spec))[0])
+            elif child.type == "markdown" and "Best guess" in child.value:
+                order.append("Best guess")
+            elif child.type == "audio":
+                order.append("audio")
+            walk(child)
+
+    walk(at.main)
+    assert order[:3] == ["audio", "Best guess", "Top classes"], order
+    assert order.index("Top classes") < order.index("Class probabilities over time") < order.index(
+        "Waveform and analysed windows")
