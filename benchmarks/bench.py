@@ -25,6 +25,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import warnings
@@ -44,8 +45,8 @@ from torch.nn import functional as F  # noqa: E402
 
 from envnet import checkpoint, cpu  # noqa: E402
 from envnet.audio import load_audio  # noqa: E402
-from envnet.data import eval_windows, random_crop  # noqa: E402
-from envnet.fast import fuse, inference_model  # noqa: E402
+from envnet.data import CACHE_DIR, _cache_path, eval_windows, load_waves, random_crop, read_esc50  # noqa: E402
+from envnet.fast import _fold, fuse, inference_model  # noqa: E402
 from envnet.model import WINDOW, build_model  # noqa: E402
 from envnet.predict import predict, window_probabilities  # noqa: E402
 from envnet.spectra import learned_spectrogram, mel_spectrogram  # noqa: E402
@@ -265,8 +266,6 @@ def bench_train(repeats: int, fc_width: int = 1024, batch: int = 64, with_bf16: 
 
 def _decode_vs_cache(n: int = 8) -> dict:
     """Why decoded waves are cached: decoding ogg + resampling vs reading the cached .npy."""
-    from envnet.data import CACHE_DIR, _cache_path, read_esc50
-
     ds = read_esc50(ESC10, "esc10")
     clips = ds.clips[:n]
     cached = [_cache_path(c.path, CACHE_DIR) for c in clips]
@@ -306,8 +305,6 @@ def bench_accuracy(model, classes, ref) -> dict:
     if not stem.with_suffix(".safetensors").is_file():
         log(f"  {stem} not found: fold-4 accuracy skipped")
         return out
-    from envnet.data import load_waves, read_esc50
-
     held = checkpoint.load(stem)
     held_model, held_ref = held.model.eval(), R.from_library(held.model)
     ds = read_esc50(ESC10, "esc10").select([4])
@@ -343,8 +340,6 @@ def bench_accuracy(model, classes, ref) -> dict:
 def _fold_conv1d(model):
     """BatchNorm folded into the library's own Conv1d layers, without channels-last (one step of fast.py)."""
     m = copy.deepcopy(model).eval()
-    from envnet.fast import _fold
-
     for block in (m.conv1, m.conv2, m.conv3, m.conv4):
         w, b = _fold(block[0], block[1])
         block[0].weight = torch.nn.Parameter(w)
@@ -507,8 +502,6 @@ def bench_process(epochs: int = 3, fc_width: int = 1024, timeout: float = 1800.0
     if not ESC10.is_dir():
         log(f"  ESC-10 not found at {ESC10}: whole-process training skipped")
         return {"skipped": f"{ESC10} not found"}
-    import tempfile
-
     out: dict = {"epochs": epochs, "fc_width": fc_width}
     with tempfile.TemporaryDirectory() as tmp:
         cmds = {
@@ -519,8 +512,6 @@ def bench_process(epochs: int = 3, fc_width: int = 1024, timeout: float = 1800.0
         }
         # the library's first run decodes ESC-10 into its waveform cache; later runs (and this one's second
         # process, if any) read it. Fill it first so both sides are timed doing the same job each time.
-        from envnet.data import load_waves, read_esc50
-
         load_waves(read_esc50(ESC10, "esc10"))
         for name, cmd in cmds.items():
             t0 = time.perf_counter()
@@ -536,6 +527,8 @@ def bench_process(epochs: int = 3, fc_width: int = 1024, timeout: float = 1800.0
 
 
 def bench_browser(repeats: int) -> dict:
+    # Imported here, not at the top: benchmarks/live.py imports this module and then needs the name
+    # `browser` for the tests' package (tests/browser), which a top-level import would shadow.
     import browser
 
     return browser.run(repeats, log=log)

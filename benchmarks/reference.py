@@ -8,7 +8,10 @@ so the two can be compared number for number.
 
 from __future__ import annotations
 
+import csv
 import io
+import sys
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -115,9 +118,6 @@ def train(data_root: str, epochs: int = 3, fc_width: int = 1024, batch: int = 64
           seed: int = 0) -> list[float]:
     """The plain training loop: ESC-10 clips decoded and resampled with torchaudio, one random 1.5 s crop
     per clip per epoch, Nesterov SGD at lr 0.01, fp32, batches of 64. Returns each epoch's mean loss."""
-    import csv
-    from pathlib import Path
-
     root = Path(data_root)
     with open(root / "meta" / "esc50.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["esc10"].strip().lower() == "true" and int(r["fold"]) in folds
@@ -150,7 +150,5 @@ def train(data_root: str, epochs: int = 3, fc_width: int = 1024, batch: int = 64
 
 
 if __name__ == "__main__":  # python benchmarks/reference.py train DATA [EPOCHS]: the whole-process baseline
-    import sys
-
     if len(sys.argv) >= 3 and sys.argv[1] == "train":
         print(train(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 3))

@@ -145,8 +145,8 @@ def topk_figure(top: Sequence[tuple[str, float]], title: str = "Top classes", *,
 
 
 def timeline_figure(
-    window_probs, starts: Sequence[int], classes: Sequence[str], *, top: int = 5, selected: int | None = None,
-    sr: int = SAMPLE_RATE, window: int = WINDOW,
+    window_probs, starts: Sequence[int], classes: Sequence[str], *, top: int = 5, sr: int = SAMPLE_RATE,
+    window: int = WINDOW,
 ) -> go.Figure:
     """Probability of the `top` most likely classes per window, one line each, against the window's centre
     time. Points carry their window index as customdata, so a click can select that window."""
@@ -159,8 +159,6 @@ def timeline_figure(
             x=centres, y=p[:, j], mode="lines+markers", name=classes[j], customdata=np.arange(len(centres)),
             hovertemplate=f"{classes[j]}<br>window %{{customdata}} at %{{x:.2f}} s<br>%{{y:.1%}}<extra></extra>",
         ))
-    if selected is not None and 0 <= selected < len(centres):
-        fig.add_vline(x=centres[selected], line_dash="dash", line_color="crimson")
     _layout(fig, "Class probabilities over time", 380, left=50, bottom=120, legend=True)
     fig.update_layout(clickmode="event+select")
     fig.update_xaxes(title_text="window centre (s)")

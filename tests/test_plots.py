@@ -137,7 +137,7 @@ def test_topk_bars_sorted_best_on_top():
 
 def test_timeline_one_line_per_top_class_with_window_indices():
     p = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]])
-    fig = plots.timeline_figure(p, [0, 8000, 16000, 24000], ["a", "b", "c"], top=2, selected=2)
+    fig = plots.timeline_figure(p, [0, 8000, 16000, 24000], ["a", "b", "c"], top=2)
     assert [t.name for t in fig.data] == ["b", "a"]  # the two highest mean probabilities, best first
     assert all(isinstance(t, go.Scatter) for t in fig.data)
     assert list(fig.data[0].customdata) == [0, 1, 2, 3]
