@@ -563,6 +563,16 @@ def test_a_public_server_caps_the_epochs_field(monkeypatch) -> None:
 
     monkeypatch.setenv("ENVNET_PUBLIC", "1")
     at = open_page("pages/train.py")
+    # The epochs field belongs to whole-network training: a visitor reaches it with two classes of their own
+    # and the Advanced toggle (own classes train few-shot by default).
+    for name, freq in (("low", 300), ("high", 3000)):
+        at.text_input(key="own_new_class").set_value(name)
+        at.button(key="own_add_class").click().run()
+        mic = next(a for a in at.audio_input if a.label == f"Record an example of “{name}”")
+        mic.set_value(("rec.wav", encode(sine(freq, 1.0)), "audio/wav"))
+        at.run()
+    at.toggle(key="train_full_own").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
     assert at.number_input(key="train_epochs").max == limits.PUBLIC_MAX_EPOCHS
 
 

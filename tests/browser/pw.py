@@ -170,8 +170,21 @@ def add_own_class(page, name: str, files: list) -> None:
     wait_idle(page)
 
 
-def set_text(page, label: str, value: str) -> None:
+def train_whole_network(page) -> None:
+    """On Train with two classes of one's own: switch on "Advanced: train the whole network instead" (own
+    classes train few-shot by default) and wait for the whole-network settings."""
+    m = main(page)
+    m.get_by_text("Advanced: train the whole network instead").click()
+    m.get_by_label("Epochs", exact=True).wait_for()
+    wait_idle(page)
+
+
+def set_text(page, label: str, value: str, nth: int | None = None) -> None:
+    """Type into the text field with this label; `nth` picks one of several with the same label (-1: the
+    last), e.g. the whole network's "Model name" below the few-shot one."""
     box = main(page).get_by_label(label, exact=True)
+    if nth is not None:
+        box = box.nth(nth)
     box.fill(value)
     box.press("Enter")
     wait_idle(page)

@@ -210,11 +210,13 @@ def test_train_own_classes_shows_curves_and_filters_and_the_model_is_usable_on_c
     m = pw.main(page)
     for cls, files in examples.items():
         pw.add_own_class(page, cls, files)
+    # Own classes train few-shot by default: this journey trains the whole network (curves, filters).
+    pw.train_whole_network(page)
     pw.fill_number(page, "Epochs", 2)
     pw.fill_number(page, "Batch size", 8)
     pw.choose_option(m, "Classifier width", "64")
     pw.wait_idle(page)
-    pw.set_text(page, "Model name", model_name)
+    pw.set_text(page, "Model name", model_name, nth=-1)  # the whole network's, below the few-shot one
     m.get_by_text("Training on 6 clips of 2 classes").wait_for()
     pw.assert_no_errors(page)
 

@@ -152,10 +152,11 @@ def test_closing_the_browser_during_training_frees_the_server_and_keeps_the_chec
         pw.go_to(page, "Train")
         for cls, files in examples.items():
             pw.add_own_class(page, cls, files)
+        pw.train_whole_network(page)  # the server's one slot is for whole-network training (few-shot needs none)
         pw.fill_number(page, "Epochs", 500)  # far more than can finish before the tab is closed
         pw.fill_number(page, "Batch size", 4)
         pw.choose_option(pw.main(page), "Classifier width", "64")
-        pw.set_text(page, "Model name", model_name)
+        pw.set_text(page, "Model name", model_name, nth=-1)  # the whole network's, below the few-shot one
         pw.main(page).get_by_role("button", name="Start training").click()
         # At least one finished epoch, so the run has saved a checkpoint before the tab goes away.
         pw.main(page).get_by_text(re.compile(r"Epoch ([3-9]|\d\d+) of 500")).wait_for(timeout=180_000)
@@ -173,13 +174,19 @@ def test_closing_the_browser_during_training_frees_the_server_and_keeps_the_chec
     other = launch(playwright_instance)
     try:
         page = new_context(other).new_page()
+        # Another visitor who wants to train the whole network (here on a folder of the server) is told the
+        # server is busy and waits; within the timeout plus a batch it is free.
         pw.open_app(page, srv.url, "train")
-        # Another visitor is told the server is busy and waits; within the timeout plus a batch it is free.
+        pw.choose_radio(page, "A folder on the server")
+        pw.main(page).get_by_text("Start training").wait_for()
+        pw.wait_idle(page)
         saw_busy = busy_warning(page).count() > 0
         freed = None
         while time.monotonic() - closed_at < 90:
             page.reload()
             page.get_by_role("heading", name="Train your own EnvNet").wait_for()
+            pw.choose_radio(page, "A folder on the server")  # a reload is a new session: chosen again
+            pw.main(page).get_by_text("Start training").wait_for()
             pw.wait_idle(page)
             if busy_warning(page).count() == 0:
                 freed = time.monotonic() - closed_at
