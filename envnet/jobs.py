@@ -30,6 +30,7 @@ from envnet.train import TrainConfig, Trainer
 # Seconds without a page poll before a run is treated as abandoned and stopped. The environment variable
 # lets the browser tests close a tab and see the slot freed without waiting a minute and a half.
 HEARTBEAT_TIMEOUT = float(os.environ.get("ENVNET_HEARTBEAT_TIMEOUT", "90"))
+TURN_TIMEOUT = 120.0  # seconds the first visitor in the training queue has to start once the slot is free
 MAX_BATCH_LOSSES = 2000  # enough points for a smooth curve; bounded so a long run's memory stays flat
 KEPT_RUNS = 4  # finished runs the server keeps findable by token; each holds a model in memory
 SHARED_QUOTA_BYTES = 1 << 30  # checkpoints/ may grow to this with visitors' shared models (a 4096-wide one is 97 MB)
@@ -64,24 +65,97 @@ SHARE_OFF = ("sharing is off on this public server: a model shared here would be
 
 
 class TrainingSlot:
-    """A process-wide, non-blocking lock with an owner, so other sessions can be told who holds it."""
+    """A process-wide, non-blocking lock with an owner, and a queue of visitors waiting for it.
 
-    def __init__(self) -> None:
+    A visitor who finds the slot taken joins the queue and is shown their place in it; when the slot frees,
+    only the first in line may take it, within `turn_timeout` seconds (then it is the next one's turn: a
+    visitor who walked away from an open tab must not hold up the rest of the class). A place is kept while
+    its visitor's page keeps asking for it (`position`), and given up after `queue_timeout` seconds of
+    silence (the tab was closed).
+    """
+
+    def __init__(self, queue_timeout: float | None = None, turn_timeout: float = TURN_TIMEOUT) -> None:
         self._lock = threading.Lock()
         self._owner: str | None = None
         self._since = 0.0
+        self._queue: list[str] = []  # visitor ids, first in line first
+        self._seen: dict[str, float] = {}  # visitor -> monotonic time their page last asked
+        self._turn: str | None = None  # the first in line while the slot is free
+        self._turn_since = 0.0
+        self.queue_timeout = HEARTBEAT_TIMEOUT if queue_timeout is None else queue_timeout
+        self.turn_timeout = turn_timeout
 
-    def acquire(self, owner: str) -> bool:
+    def acquire(self, owner: str, visitor: str | None = None) -> bool:
+        """Take the slot for `owner` (a job id): only when free and, if visitors are queued, for the first
+        of them (`visitor`), who then leaves the queue."""
         with self._lock:
-            if self._owner is not None:
+            self._prune()
+            if self._owner is not None or (self._queue and self._queue[0] != visitor):
                 return False
-            self._owner, self._since = owner, time.time()
+            if visitor in self._queue:
+                self._queue.remove(visitor)
+                self._seen.pop(visitor, None)
+            self._owner, self._since, self._turn = owner, time.time(), None
             return True
 
     def release(self, owner: str) -> None:
         with self._lock:
             if self._owner == owner:
                 self._owner = None
+                self._prune()  # the first in line's turn starts now
+
+    def join(self, visitor: str) -> int:
+        """Queue `visitor` (once); their 1-based place in the line."""
+        with self._lock:
+            if visitor not in self._queue:
+                self._queue.append(visitor)
+            self._seen[visitor] = time.monotonic()
+            self._prune()
+            return self._queue.index(visitor) + 1
+
+    def position(self, visitor: str) -> int | None:
+        """The visitor's 1-based place in the line (keeping it), or None when not queued."""
+        with self._lock:
+            self._prune()
+            if visitor not in self._queue:
+                return None
+            self._seen[visitor] = time.monotonic()
+            return self._queue.index(visitor) + 1
+
+    def turn_left(self, visitor: str) -> float | None:
+        """Seconds `visitor` has left to start, while it is their turn (slot free, first in line); else None."""
+        with self._lock:
+            self._prune()
+            if self._turn != visitor:
+                return None
+            return max(0.0, self.turn_timeout - (time.monotonic() - self._turn_since))
+
+    def leave(self, visitor: str) -> None:
+        with self._lock:
+            if visitor in self._queue:
+                self._queue.remove(visitor)
+                self._seen.pop(visitor, None)
+            self._prune()
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            self._prune()
+            return len(self._queue)
+
+    def _prune(self) -> None:
+        """Drop places whose page stopped asking, then the first in line whose turn ran out (repeatedly)."""
+        now = time.monotonic()
+        self._queue = [v for v in self._queue if now - self._seen[v] <= self.queue_timeout]
+        self._seen = {v: self._seen[v] for v in self._queue}
+        while self._owner is None and self._queue:
+            if self._turn != self._queue[0]:
+                self._turn, self._turn_since = self._queue[0], now
+            elif now - self._turn_since > self.turn_timeout:
+                self._seen.pop(self._queue.pop(0))
+                continue
+            return
+        self._turn = None
 
     @property
     def owner(self) -> str | None:
@@ -186,12 +260,17 @@ class TrainingJob:
 
     # -- lifecycle --------------------------------------------------------------------------------
 
-    def start(self) -> bool:
-        """Take the server's training slot and start; False (and nothing started) when it is busy."""
-        if not self.slot.acquire(self.id):
+    def start(self, visitor: str | None = None) -> bool:
+        """Take the server's training slot and start; False (and nothing started) when it is busy or
+        other visitors are queued before `visitor`."""
+        if not self.slot.acquire(self.id, visitor):
             return False
         if self._own_dir:
-            self.out = Path(tempfile.mkdtemp(prefix=f"envnet-run-{self.id}-")) / self.name
+            try:
+                self.out = Path(tempfile.mkdtemp(prefix=f"envnet-run-{self.id}-")) / self.name
+            except OSError:  # a full disk: the slot must not stay taken by a run that never started
+                self.slot.release(self.id)
+                raise
             self.trainer.out = self.out
         with self._lock:
             self._state.status = "running"

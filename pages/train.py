@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from pathlib import Path
 
 import streamlit as st
@@ -37,6 +38,7 @@ SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never 
 _DOWNLOAD_LOCK = threading.Lock()  # one dataset download per server
 BACKGROUND = "background"  # the class of "none of my sounds": the room, recorded
 LONG_UPLOAD = 4.0  # seconds: an uploaded file longer than this is a session, split into examples
+VISITOR = "train_visitor"  # this session's place-holder in the server's training queue
 FEW_SHOT = "fewshot_result"  # this session's last few-shot training: (FewShotResult, model name)
 
 
@@ -425,14 +427,59 @@ def live_view() -> None:
         st.rerun()  # the thread ended between snapshot and now: redraw the final state
 
 
+def queue_view(me: str) -> None:
+    """The server's one whole-network training is taken (or promised to the first in line): this visitor's
+    place in the line, kept while the page is open; the page wakes up when it is their turn."""
+    if SLOT.position(me) is None:
+        waiting = SLOT.waiting
+        if SLOT.owner is not None:
+            text = f"The server is busy training another visitor's model (for {fmt_seconds(SLOT.busy_for())} so far)"
+        else:
+            text = "The server's training is free, but it is another visitor's turn to start"
+        st.warning(text + (f"; {waiting} visitor{'s are' if waiting != 1 else ' is'} waiting" if waiting else "")
+                   + ". Join the queue to train when it is your turn, or train your own classes few-shot now.")
+        st.button("Join the queue", key="train_queue", on_click=SLOT.join, args=(me,))
+        return
+
+    @st.fragment(run_every=2.0)
+    def watch() -> None:
+        place = SLOT.position(me)  # asking keeps the place
+        if place is None or SLOT.turn_left(me) is not None:
+            st.rerun()  # the whole page: it is this visitor's turn (Start comes alive), or the place is gone
+        st.info(f"You are number {place} in the queue for the server's training"
+                f"{' (next)' if place == 1 else ''}. Keep this page open: your place is kept while it is.")
+
+    watch()
+    st.button("Leave the queue", key="train_leave_queue", on_click=SLOT.leave, args=(me,))
+
+
+def your_turn(me: str) -> None:
+    """The slot is free and this visitor is first in line: a countdown, so the rest of the line is not held
+    up by an open tab nobody is looking at."""
+
+    @st.fragment(run_every=2.0)
+    def countdown() -> None:
+        SLOT.position(me)  # asking keeps the place
+        left = SLOT.turn_left(me)
+        if left is None:
+            st.rerun()  # the turn passed to the next visitor: the page shows the queue again
+        st.success(f"It is your turn: start your training within {left:.0f} s, or the next visitor in line "
+                   "gets it.")
+
+    countdown()
+
+
 def full_network_training(train_ds, val_ds) -> None:
     cfg, name = settings(len(train_ds) if train_ds is not None else None)
     job: TrainingJob | None = st.session_state.get(JOB)
     mine_running = job is not None and job.running
-    busy = SLOT.owner is not None and not mine_running
+    me = st.session_state.setdefault(VISITOR, uuid.uuid4().hex)
+    my_turn = SLOT.turn_left(me) is not None
+    busy = not mine_running and not my_turn and (SLOT.owner is not None or SLOT.waiting > 0)
     if busy:
-        st.warning(f"The server is busy training another visitor's model (for {fmt_seconds(SLOT.busy_for())} so far). "
-                   "Please try again when it has finished.")
+        queue_view(me)
+    elif my_turn:
+        your_turn(me)
     if train_ds is not None:
         st.caption(f"Training on {len(train_ds)} clips of {len(train_ds.classes)} classes"
                    + (f", validating on {len(val_ds)}." if val_ds is not None else ", no validation."))
@@ -440,14 +487,15 @@ def full_network_training(train_ds, val_ds) -> None:
                  disabled=train_ds is None or busy or mine_running):
         try:
             new = TrainingJob(train_ds, val_ds, cfg, name)
+            started = new.start(visitor=me)
         except (checkpoint.CheckpointError, OSError, ValueError) as e:
             st.error(no_paths(f"Could not set up training: {e}"))
-        else:
-            if new.start():
-                st.session_state[JOB] = new
-                st.rerun()
-            else:
-                st.warning("Someone else just started a training; please wait for it to finish.")
+            return
+        if started:
+            st.session_state[JOB] = new
+            st.rerun()
+        st.warning("Someone else just started a training, or it was another visitor's turn: join the queue to "
+                   "be next.")
 
 
 page_setup()

@@ -294,3 +294,39 @@ def test_save_these_examples_is_built_in_the_page_once_per_change(train_page, mo
     assert [name for name, _ in built[-1]["low"]] == ["low0.wav", "low1.wav", "low2.wav", "low9.wav"]
     loaded, problems = recordings.from_zip(real(built[-1]))
     assert not problems and {k: len(v) for k, v in loaded.items()} == {"low": 4, "high": 3}
+
+
+def test_a_busy_server_shows_each_visitor_their_place_in_the_queue(train_page):
+    at = train_page
+    add_own_classes(at)
+    tiny_settings(at, epochs=1)
+    other = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    other.run()
+    other.session_state["own_classes"] = at.session_state["own_classes"]
+    other.switch_page("pages/train.py").run()
+    full_network(other)
+    assert SLOT.acquire("another visitor")
+    try:
+        at.run()
+        assert any("busy training another visitor's model" in w.value for w in at.warning)
+        at.button(key="train_queue").click().run()
+        other.run()
+        other.button(key="train_queue").click().run()
+        assert any("number 1 in the queue" in i.value for i in at.info)
+        assert any("number 2 in the queue" in i.value for i in other.info)
+        assert at.button(key="train_start").disabled and other.button(key="train_start").disabled
+        SLOT.release("another visitor")
+        at.run()
+        other.run()
+        # The first in line may start now (with a countdown); the second still waits its turn.
+        assert any("It is your turn" in s.value for s in at.success) and not at.button(key="train_start").disabled
+        assert any("number 2 in the queue" in i.value for i in other.info)
+        assert other.button(key="train_start").disabled
+        at.button(key="train_start").click().run()
+        assert at.session_state["train_job"].running
+        other.run()
+        assert any("number 1 in the queue" in i.value for i in other.info)
+    finally:  # never leave the slot or places behind for the other tests of this process
+        SLOT.release("another visitor")
+        for t in (at, other):
+            SLOT.leave(t.session_state["train_visitor"])

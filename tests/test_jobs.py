@@ -89,3 +89,40 @@ def test_stream_cap_refuses_over_the_limit_and_takes_back_stale_leases() -> None
     assert cap.acquire("c") and cap.active() == 2
     time.sleep(0.3)  # b and c stop renewing: a closed tab
     assert cap.active() == 0 and cap.acquire("d")
+
+
+def test_training_queue_keeps_places_and_gives_the_slot_to_the_first_in_line():
+    slot = TrainingSlot(queue_timeout=60)
+    assert slot.acquire("job-a", "alice")
+    assert slot.join("bob") == 1 and slot.join("carol") == 2 and slot.join("bob") == 1  # joining twice: one place
+    slot.release("job-a")
+    assert not slot.acquire("job-c", "carol")  # free, but bob is first in line
+    assert not slot.acquire("job-x")  # nor someone who never queued
+    assert slot.acquire("job-b", "bob") and slot.position("bob") is None
+    assert slot.position("carol") == 1 and slot.waiting == 1
+    slot.leave("carol")
+    assert slot.waiting == 0
+    slot.release("job-b")
+    assert slot.acquire("job-d", "dave")  # nobody waiting: anyone may start
+
+
+def test_a_queued_visitor_who_went_away_loses_the_place():
+    slot = TrainingSlot(queue_timeout=0.2)
+    slot.join("gone")
+    time.sleep(0.3)
+    assert slot.waiting == 0 and slot.acquire("job", "someone")
+
+
+def test_the_first_in_line_who_does_not_start_passes_the_turn_on():
+    slot = TrainingSlot(queue_timeout=60, turn_timeout=0.2)
+    assert slot.acquire("job-a")
+    slot.join("bob")
+    slot.join("carol")
+    assert slot.turn_left("bob") is None  # the slot is taken: nobody's turn yet
+    slot.release("job-a")
+    assert 0 < slot.turn_left("bob") <= 0.2 and slot.turn_left("carol") is None
+    time.sleep(0.3)  # bob's page is open but nobody presses Start
+    assert slot.position("bob") is None and slot.position("carol") == 1
+    assert slot.turn_left("carol") > 0.1  # carol's turn starts when bob's ends, with the full time
+    assert not slot.acquire("job-b", "bob") and slot.acquire("job-c", "carol")
+    assert slot.waiting == 0 and slot.turn_left("carol") is None
