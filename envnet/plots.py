@@ -34,6 +34,8 @@ TOP_MARGIN = 64
 # Passed to st.plotly_chart by the pages: a short toolbar, no plotly logo.
 CHART_CONFIG = {"displaylogo": False,
                 "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"]}
+# For figures redrawn several times a second (the Live page): no hover, zoom or toolbar layers.
+STATIC_CHART_CONFIG = {"staticPlot": True}
 
 
 def _layout(fig: go.Figure, title: str, height: int, *, left: int = 55, bottom: int = 45, legend: bool = False,

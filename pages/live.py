@@ -184,14 +184,16 @@ def show() -> None:
     figs["learned"] = plots.live_map(view.learned, "learned", first_frame=view.first_frame, order=order,
                                      centres=filters.centres, meta=meta, figure=figs.get("learned"))
     figs["mel"] = plots.live_map(view.mel, "mel", first_frame=view.first_frame, meta=meta, figure=figs.get("mel"))
-    charts_side_by_side([figs["learned"], figs["mel"]], ["live_learned", "live_mel"])  # stacked on a phone
+    # Static: these redraw four times a second, so hover, zoom and the toolbar would be rebuilt each time for
+    # nothing (a zoom would be undone by the next redraw); the Capture button keeps a clip to study on Classify.
+    charts_side_by_side([figs["learned"], figs["mel"]], ["live_learned", "live_mel"], static=True)
     left, right = st.columns([3, 2])
     with left:
         if view.prediction is not None:
             st.markdown(f"**{verdict_text(view.prediction)}**")
             k = int(st.session_state.get("live_topk", min(5, len(ck.classes))))
             figs["top"] = plots.topk_figure(view.prediction.top(k), figure=figs.get("top"))
-            chart(figs["top"], "live_top")
+            chart(figs["top"], "live_top", static=True)
         elif now_playing and view.seconds:
             st.info(f"Listening… the first answer comes after {WINDOW / SAMPLE_RATE:.1f} s of sound.")
     with right:

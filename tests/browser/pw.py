@@ -30,7 +30,11 @@ PLOTS_JS = """
     if (t.y) out.y = Array.from(t.y);
     return out;
   });
-  return {title, annotations, traces};
+  // What a person sees now: Streamlit keeps the previous run's copy of an element while a fragment redraws
+  // (faded, data-stale), and sometimes a hidden copy (no height) beside the new one.
+  const box = gd.closest('[data-testid="stElementContainer"]');
+  const fresh = gd.getBoundingClientRect().height > 0 && !(box && box.getAttribute('data-stale') === 'true');
+  return {title, annotations, traces, fresh};
 })
 """
 
@@ -79,9 +83,13 @@ def plots(page) -> list[dict]:
     return page.evaluate(PLOTS_JS)
 
 
-def find_plot(page, title: str) -> dict | None:
-    """The chart whose title or one of whose subplot titles starts with `title`."""
-    for p in plots(page):
+def find_plot(page, title: str, fresh: bool = False, charts: list[dict] | None = None) -> dict | None:
+    """The chart whose title or one of whose subplot titles starts with `title`; with `fresh`, only a visible
+    chart drawn by the current run (a page that redraws itself, like Live, has old copies on screen for a
+    moment). `charts`: a snapshot from plots(page), to read several charts from the same instant."""
+    for p in plots(page) if charts is None else charts:
+        if fresh and not p["fresh"]:
+            continue
         # Streamlit's plotly theme wraps titles in <b>…</b>.
         names = [re.sub(r"<[^>]+>", "", t or "") for t in [p["title"], *p["annotations"]]]
         if any(n.startswith(title) for n in names):

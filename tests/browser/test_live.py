@@ -94,25 +94,35 @@ def test_live_microphone_scrolls_both_maps_and_answers_soon_after_start(mic_page
     t0 = time.monotonic()
     page.frame_locator(WEBRTC_FRAME).get_by_role("button", name="Stop").wait_for()
     connected = time.monotonic() - t0
-    first = wait_for(page, "the maps filling", lambda: map_columns(f := pw.find_plot(page, LIVE_LEARNED_TITLE)) > 0
-                     and f, DEADLINE_S)
-    later = wait_for(page, "the maps scrolling on",
-                     lambda: map_columns(f := pw.find_plot(page, LIVE_LEARNED_TITLE)) > map_columns(first) and f,
+    # Read only the charts drawn by the current redraw (pw.find_plot's `fresh`): while the maps' fragment
+    # redraws, Streamlit keeps the previous run's copies on screen for a moment, and for a moment a new map
+    # may be there before its neighbour.
+    first = wait_for(page, "the maps filling",
+                     lambda: map_columns(f := pw.find_plot(page, LIVE_LEARNED_TITLE, fresh=True)) > 0 and f,
                      DEADLINE_S)
-    top = wait_for(page, "a prediction", lambda: pw.find_plot(page, "Top classes"), DEADLINE_S)
+    wait_for(page, "the maps scrolling on",
+             lambda: map_columns(pw.find_plot(page, LIVE_LEARNED_TITLE, fresh=True)) > map_columns(first), DEADLINE_S)
+    top = wait_for(page, "a prediction", lambda: pw.find_plot(page, "Top classes", fresh=True), DEADLINE_S)
     elapsed = time.monotonic() - t0
     assert elapsed < DEADLINE_S, (f"maps and a prediction took {elapsed:.1f} s, the Stop button {connected:.1f} s "
                                   f"of it (fake microphone: {page.fake_microphone})")
     print(f"Start → maps and a prediction: {elapsed:.1f} s (load {os.getloadavg()[0]:.1f})")
-    # Both maps: 40 rows each, the mel map as far along as the learned one (drawn in the same update).
-    mel = pw.find_plot(page, LIVE_MEL_TITLE)
-    assert later["traces"][0]["z_shape"][0] == 40 and mel["traces"][0]["z_shape"][0] == 40
-    assert map_columns(mel) >= map_columns(later)
+
+    # Both maps, 40 rows each, drawn by the same redraw: at one instant the fresh mel map is as far along as
+    # the fresh learned map.
+    def both_maps():
+        charts = pw.plots(page)
+        learned, mel = (pw.find_plot(page, t, fresh=True, charts=charts) for t in (LIVE_LEARNED_TITLE, LIVE_MEL_TITLE))
+        return learned and mel and map_columns(learned) == map_columns(mel) > map_columns(first) and (learned, mel)
+
+    learned, mel = wait_for(page, "both maps drawn together", both_maps, DEADLINE_S)
+    assert learned["traces"][0]["z_shape"][0] == 40 and mel["traces"][0]["z_shape"][0] == 40
     bars = top["traces"][0]
     assert len(bars["y"]) == 5 and all(0 <= p <= 1 for p in bars["x"])
     pw.main(page).get_by_text(" s heard").wait_for()
     # The prediction keeps updating while the sound plays (the fake microphone loops its file).
-    wait_for(page, "the answer updating", lambda: (f := pw.find_plot(page, "Top classes")) and f != top, DEADLINE_S)
+    wait_for(page, "the answer updating",
+             lambda: (f := pw.find_plot(page, "Top classes", fresh=True)) and f["traces"] != top["traces"], DEADLINE_S)
     pw.assert_no_errors(page)
 
     # Capture freezes the page and puts the last 1.5 s on Classify, analysed like any clip.
