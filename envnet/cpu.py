@@ -27,13 +27,14 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from envnet.data import CACHE_DIR
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.predict import predict
 from envnet.spectra import cached_frequency_response, learned_spectrogram, mel_spectrogram
 
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo's names for native bf16 math
 BF16_MIN_GAIN = 1.2  # bf16 must beat fp32 by this much in the probe: it costs precision, so it must pay
-CACHE_FILE = Path(os.environ.get("ENVNET_CACHE", Path.home() / ".cache" / "envnet")) / "cpu-plan.json"
+CACHE_FILE = CACHE_DIR / "cpu-plan.json"  # the one cache folder: $ENVNET_CACHE or ~/.cache/envnet
 PLAN_VERSION = 1  # bump when the decision logic changes, so old cache files are ignored
 
 

@@ -4,11 +4,13 @@ ways), the probe's cache, and that "auto" reaches the training loop."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from envnet import cpu
+from envnet import cpu, data
 from envnet.model import build_model
 from envnet.train import TrainConfig, Trainer
 from tests.tonedata import memory_dataset
@@ -77,6 +79,12 @@ def test_the_real_cpu_is_read():
     assert info.cores >= 1 and info.model
     assert info.capability == torch.backends.cpu.get_cpu_capability()
     assert info.native_bf16 == bool({"avx512_bf16", "amx_bf16"} & info.flags)
+
+
+def test_the_probe_is_cached_in_the_one_cache_folder_never_the_users_home_under_tests():
+    # conftest points ENVNET_CACHE at a temporary folder; the datasets' waveform cache lives there too.
+    assert cpu.CACHE_FILE.parent == data.CACHE_DIR == Path(os.environ["ENVNET_CACHE"])
+    assert Path.home() / ".cache" not in cpu.CACHE_FILE.parents
 
 
 def test_probe_times_both_precisions():
