@@ -71,3 +71,35 @@ def test_live_benchmark_runs_and_reports_cost_per_second(capsys):
     lib = results["library"]
     assert lib["3s"]["cpu_ms_per_audio_s"] > 0 and lib["3s"]["update"]["n"] >= 1
     assert lib["batch_per_update"]["update"]["median"] > 0
+
+
+def test_fewshot_benchmark_runs_on_class_folders_and_reports_accuracy_and_time(tmp_path, monkeypatch, capsys):
+    """A quick run on generated classes (4 tone pitches + noise, 8 clips each) with a tiny trunk."""
+    import numpy as np
+    import soundfile as sf
+    from conftest import tiny_model
+
+    from envnet.fewshot import Embedder
+
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 16_000
+    for c, freq in enumerate([200, 500, 1200, 3000, 0]):
+        folder = tmp_path / f"class{c}"
+        folder.mkdir()
+        for i in range(8):
+            tone = 0.4 * np.sin(2 * np.pi * freq * (1 + 0.02 * i) * t) if freq else 0.3 * rng.standard_normal(8000)
+            sf.write(folder / f"{i}.wav", tone + 0.01 * rng.standard_normal(8000), 16_000)
+    spec = importlib.util.spec_from_file_location("envnet_bench_fewshot", ROOT / "benchmarks" / "fewshot.py")
+    fewshot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fewshot)
+    monkeypatch.setattr(fewshot, "default_embedder", lambda: Embedder(tiny_model(fc_width=32)))
+    assert fewshot.main(["--data", str(tmp_path), "--draws", "3", "--predict-draws", "1", "--repeats", "1",
+                         "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["clips"] == 40 and results["classes"] == 5
+    acc = results["accuracy"]
+    assert acc["windows"]["draws"] == 3 and acc["predict"]["draws"] == 1 and acc["class_mean"]["draws"] == 3
+    assert all(0 <= acc[k]["min"] <= acc[k]["mean"] <= 1 for k in ("windows", "predict", "class_mean"))
+    for what in ("5s_clips", "1s_examples"):
+        run = results["time"][what]["runs"][0]
+        assert run["total_s"] >= run["embed_s"] > 0 and 0 <= run["held_out_accuracy"] <= 1

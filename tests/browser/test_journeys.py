@@ -251,6 +251,82 @@ def test_train_own_classes_shows_curves_and_filters_and_the_model_is_usable_on_c
     pw.assert_no_errors(page)
 
 
+def knocks(seconds: float, sr: int = 48_000, every: float = 0.7, seed: int = 0) -> np.ndarray:
+    """Quiet room noise with a knock (a 40 ms decaying noise burst) every `every` seconds."""
+    rng = np.random.default_rng(seed)
+    x = 0.003 * rng.standard_normal(int(seconds * sr))
+    n = int(0.04 * sr)
+    burst = np.exp(-np.arange(n) / (0.008 * sr))
+    for i in range(int(0.3 * sr), len(x) - n, int(every * sr)):
+        x[i : i + n] += 0.6 * burst * rng.standard_normal(n)
+    return x
+
+
+@pytest.fixture
+def knock_mic_browser(playwright_instance, tmp_path_factory):
+    """A Chromium whose fake microphone plays someone knocking again and again (Chromium loops the file)."""
+    wav = write_wav(tmp_path_factory.mktemp("knock") / "knocks.wav", knocks(4.2), sr=48_000)
+    b = launch(playwright_instance, [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}",
+    ])
+    yield b
+    b.close()
+
+
+def test_record_a_session_see_its_examples_train_few_shot_and_classify(new_page, knock_mic_browser, server,
+                                                                         tmp_path) -> None:
+    """Issue 12's journey: a recording session of one sound is split into examples (each playable and
+    removable), a second class is uploaded, Train gives a few-shot model with held-out scores, and Classify
+    answers with the visitor's own classes."""
+    page = new_page(knock_mic_browser)
+    page.context.grant_permissions(["microphone"], origin=server.url)
+    pw.open_app(page, server.url)
+    pw.go_to(page, "Train")
+    m = pw.main(page)
+    m.get_by_label("New class name").fill("knock")
+    m.get_by_role("button", name="Add class").click()
+    m.get_by_text("Class “knock”").wait_for()
+    pw.wait_idle(page)
+    recorder = page.get_by_test_id("stAudioInput").filter(has_text="Record a session of “knock”")
+    recorder.get_by_role("button", name=re.compile("record", re.I)).first.click()
+    page.wait_for_timeout(6000)  # about 8 knocks of the looping fake microphone
+    recorder.get_by_role("button", name=re.compile("stop", re.I)).first.click()
+    done = m.get_by_text(re.compile(r"“the session” was split into \d+ examples of “knock”"))
+    done.wait_for(timeout=UI_TIMEOUT_MS)
+    pw.wait_idle(page)
+    n = int(re.search(r"split into (\d+) examples", done.inner_text()).group(1))
+    assert 4 <= n <= 12, done.inner_text()  # one per knock heard, give or take the start and end
+    m.get_by_text(f"knock: {n} examples").wait_for()
+    assert m.locator("audio").count() >= n  # each example playable
+    m.get_by_role("button", name="Remove", exact=True).first.click()  # and removable
+    m.get_by_text(f"knock: {n - 1} example").wait_for()
+    pw.wait_idle(page)
+
+    hums = [write_wav(tmp_path / f"hum{i}.wav", tone(150 + 40 * i, 1.5) + 0.01 * noise(1.5, seed=i)) for i in range(4)]
+    pw.add_own_class(page, "hum", hums)
+    pw.set_text(page, "Model name", "my-knocks")
+    m.get_by_role("button", name="Train", exact=True).click()
+    m.get_by_text(re.compile(r"“my-knocks” is trained \([\d.]+ s\) and selected in the sidebar")).wait_for(
+        timeout=180_000)
+    pw.wait_idle(page)
+    assert re.search(r"\d+% right on \d+ held-out examples", m.inner_text()), m.inner_text()
+    confusion = pw.wait_plot(page, "Held-out examples: what the model said")
+    assert [t["z_shape"] for t in confusion["traces"] if t["type"] == "heatmap"] == [[2, 2]]
+    sidebar = page.get_by_test_id("stSidebar")
+    assert sidebar.get_by_role("combobox", name="Model").input_value() == "my-knocks (trained here)"
+    pw.assert_no_errors(page)
+
+    pw.go_to(page, "Classify")
+    probe = write_wav(tmp_path / "probe.wav", knocks(3.0, sr=16_000, seed=7), sr=16_000)
+    pw.upload(page, "Upload a sound file", probe)
+    top = shown_top(page)
+    pw.wait_idle(page)
+    assert {c for c, _ in top} == {"knock", "hum"} and top[0][0] == "knock", top
+    pw.assert_no_errors(page)
+
+
 def test_a_deep_link_as_a_fresh_servers_first_request_gets_the_apps_navigation(browser) -> None:
     """A bookmarked /train?run=… after a server restart: Streamlit would run pages/train.py on its own with
     a navigation listing every file in pages/ (even `_ui`); the app must come through app.py instead."""

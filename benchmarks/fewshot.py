@@ -1,0 +1,167 @@
+"""Few-shot training (envnet/fewshot.py) on sounds the shipped model never heard: held-out accuracy over many
+random draws of 4 classes, and the time from pressing Train to a model.
+
+    python benchmarks/fewshot.py                      # both sections on ../shared/data/esc50-more
+    python benchmarks/fewshot.py --only accuracy --draws 500 --json
+
+Data: ESC-50's layout or one folder per class; by default ../shared/data/esc50-more (20 classes outside
+ESC-10, 8 clips each), so none of its classes was in the shipped model's training.
+
+accuracy: each draw picks 4 classes at random and, per class, 5 clips to train on and 3 to test (a random
+  split each draw). Every clip is embedded once (its fc6 windows, cached by path, as the app caches by example
+  id); each draw fits the head (envnet.fewshot.fit_head) on its 20 clips. Reported, mean ± standard deviation
+  over draws (and the worst draw):
+  - `windows`: the test clip's windows through the fitted head, probabilities averaged (how the recipe scores
+    its own held-out examples);
+  - `predict`: envnet.predict.predict on the EnvNet the recipe builds (the path of the Classify page and the
+    CLI), on the first --predict-draws draws only (a second per clip on a busy 2-core machine);
+  - `class_mean`: the baseline the issue measured, nearest class mean of the clip-averaged fc6 (cosine).
+time: 4 random classes × 5 clips, as after pressing Train on a server that has the trunk loaded: nothing
+  embedded yet, envnet.fewshot.train_few_shot with its held-out evaluation, exactly what the page runs. Once
+  with the 5 s clips and once with the loudest second of each (a recording session's examples are about
+  1 s); --repeats draws each, median reported. The trunk's load on a fresh server is timed on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]
+
+import bench  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from bench import log, machine  # noqa: E402
+
+from envnet.data import load_waves, read_dataset  # noqa: E402
+from envnet.fewshot import Embedder, build_few_shot_model, default_embedder, fit_head, train_few_shot  # noqa: E402
+from envnet.model import SAMPLE_RATE, WINDOW  # noqa: E402
+from envnet.predict import predict  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "esc50-more"
+WAYS, SHOTS, TESTS = 4, 5, 3  # classes per draw, training clips per class, test clips per class
+
+
+def summary(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "min": min(values),
+            "draws": len(values)}
+
+
+def loudest(wave: torch.Tensor, seconds: float = 1.0) -> torch.Tensor:
+    """The loudest `seconds` of a clip (by energy), as a recording session's split would keep."""
+    n = int(seconds * SAMPLE_RATE)
+    if wave.numel() <= n:
+        return wave
+    energy = torch.cat([torch.zeros(1), wave.double().pow(2).cumsum(0)])
+    start = int((energy[n:] - energy[:-n]).argmax())
+    return wave[start : start + n]
+
+
+def draw(rng: np.random.Generator, labels: np.ndarray) -> tuple[list[int], list[tuple[int, int]], list[tuple[int, int]]]:
+    """WAYS classes; per class SHOTS (clip, k) pairs to train on and TESTS to test, k the class's place."""
+    usable = [c for c in np.unique(labels) if (labels == c).sum() >= SHOTS + TESTS]
+    if len(usable) < WAYS:
+        raise SystemExit(f"need {WAYS} classes with {SHOTS + TESTS} clips each, found {len(usable)}")
+    classes = [int(c) for c in rng.choice(usable, WAYS, replace=False)]
+    train, test = [], []
+    for k, c in enumerate(classes):
+        idx = rng.permutation(np.nonzero(labels == c)[0])
+        train += [(int(i), k) for i in idx[:SHOTS]]
+        test += [(int(i), k) for i in idx[SHOTS : SHOTS + TESTS]]
+    return classes, train, test
+
+
+def bench_accuracy(ds, emb: Embedder, draws: int, predict_draws: int, seed: int) -> dict:
+    labels = ds.labels.numpy()
+    t0 = time.perf_counter()
+    feats = [emb.example(w, key=("fewshot-bench", str(c.path))) for c, w in zip(ds.clips, ds.waves, strict=True)]
+    embed_s = time.perf_counter() - t0
+    log(f"embedded {len(feats)} clips in {embed_s:.1f} s")
+    means = [torch.nn.functional.normalize(f.mean(0), dim=0) for f in feats]
+    rng = np.random.default_rng(seed)
+    acc = {"windows": [], "predict": [], "class_mean": []}
+    t0 = time.perf_counter()
+    for d in range(draws):
+        classes, train, test = draw(rng, labels)
+        w, b = fit_head(torch.cat([feats[i] for i, _ in train]),
+                        torch.cat([torch.full((len(feats[i]),), k) for i, k in train]), WAYS)
+        acc["windows"].append(np.mean([int(torch.softmax(feats[i] @ w.T + b, -1).mean(0).argmax()) == k
+                                       for i, k in test]))
+        centres = torch.stack([torch.stack([means[i] for i, kk in train if kk == k]).mean(0) for k in range(WAYS)])
+        acc["class_mean"].append(np.mean([int((centres @ means[i]).argmax()) == k for i, k in test]))
+        if d < predict_draws:
+            names = [ds.classes[c] for c in classes]
+            model = build_few_shot_model(emb.model, w, b)
+            acc["predict"].append(np.mean([predict(model, ds.waves[i], names).label == names[k] for i, k in test]))
+    out = {"ways": WAYS, "shots": SHOTS, "tests_per_class": TESTS, "embed_all_s": embed_s,
+           "draws_s": time.perf_counter() - t0}
+    for name, values in acc.items():
+        if values:
+            out[name] = summary([float(v) for v in values])
+            log(f"{name:10s} {100 * out[name]['mean']:5.1f} % ± {100 * out[name]['std']:4.1f} "
+                f"(worst draw {100 * out[name]['min']:.0f} %, {out[name]['draws']} draws)")
+    out["draws_at_least_85"] = float(np.mean([a >= 0.85 for a in acc["windows"]]))
+    return out
+
+
+def bench_time(ds, emb: Embedder, repeats: int, seed: int) -> dict:
+    labels = ds.labels.numpy()
+    rng = np.random.default_rng(seed + 1)
+    out = {}
+    for what, cut in (("5s_clips", lambda w: w), ("1s_examples", loudest)):
+        runs = []
+        for _ in range(repeats):
+            classes, train, _ = draw(rng, labels)
+            examples = {ds.classes[c]: [cut(ds.waves[i]) for i, k in train if k == kk] for kk, c in enumerate(classes)}
+            fresh = Embedder(emb.model)  # nothing cached: every example embedded, as on a first Train
+            t0 = time.perf_counter()
+            r = train_few_shot(examples, embedder=fresh)
+            runs.append({"total_s": time.perf_counter() - t0, **{f"{k}_s": v for k, v in r.seconds.items()},
+                         "held_out_accuracy": r.accuracy})
+        out[what] = {"median_total_s": statistics.median(r["total_s"] for r in runs), "runs": runs}
+        log(f"train {what:11s}: {out[what]['median_total_s']:.1f} s median of {repeats} "
+            f"(embedding {statistics.median(r['embed_s'] for r in runs):.1f} s)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="ESC-50 layout or class folders (default: %(default)s)")
+    ap.add_argument("--only", choices=["accuracy", "time"], help="one section (default: both)")
+    ap.add_argument("--draws", type=int, default=200, help="random 4-class draws for accuracy (default: %(default)s)")
+    ap.add_argument("--predict-draws", type=int, default=10,
+                    help="of those, how many are also scored through envnet.predict (default: %(default)s)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed trainings per example length (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", action="store_true", help="results as JSON on stdout")
+    args = ap.parse_args(argv)
+    bench._out = sys.stderr if args.json else sys.stdout  # the log lines; stdout carries the JSON
+    results: dict = {"machine": machine(), "data": args.data}
+    t0 = time.perf_counter()
+    emb = default_embedder()  # the shipped trunk, loaded once per server
+    results["trunk_load_s"] = time.perf_counter() - t0
+    ds = load_waves(read_dataset(args.data))
+    t0 = time.perf_counter()
+    emb.windows(torch.zeros(1, WINDOW))  # builds the fused inference copy, as cpu.warm_up does on a server's start
+    results["warm_up_s"] = time.perf_counter() - t0
+    results["clips"], results["classes"] = len(ds), len(ds.classes)
+    if args.only in (None, "time"):
+        results["time"] = bench_time(ds, emb, args.repeats, args.seed)
+    if args.only in (None, "accuracy"):
+        results["accuracy"] = bench_accuracy(ds, emb, args.draws, args.predict_draws, args.seed)
+    results["loadavg_at_end"] = list(os.getloadavg())
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
