@@ -59,6 +59,9 @@ def test_how_it_works_shows_live_shapes_and_conv_arithmetic():
     assert shapes[:4] == ["1 × 24014", "40 × 24007", "40 × 24000", "40 × 150"]
     assert shapes[-1] == "10"  # the default model's classes
     assert int(table["parameters"].sum()) == sum(p.numel() for p in build_model(fc_width=1024).parameters())
+    # Big counts with thousands separators (8,976,854, not 8976854): the browser formats them by its locale.
+    columns = json.loads(at.dataframe[0].proto.columns)
+    assert [columns[c]["type_config"].get("format") for c in ("numbers out", "parameters")] == ["localized"] * 2
     at.number_input(key="conv_length").set_value(10)
     at.number_input(key="conv_kernel").set_value(3)
     at.number_input(key="conv_stride").set_value(2)
