@@ -74,6 +74,20 @@ def test_download_offline_says_what_a_visitor_can_do_on_the_page(monkeypatch, pu
     assert ("/" in message) is not public  # a public server names no server paths (nor links)
 
 
+def test_classify_without_data_names_the_train_pages_download_button_as_it_is(monkeypatch):
+    """Was: Classify said "download ESC-10" while the Train page's button said ESC-50."""
+    from envnet import examples
+
+    monkeypatch.setattr(examples, "dataset_roots", lambda: [])
+    train = open_page("pages/train.py")
+    train.radio(key="train_source").set_value("ESC-10 / ESC-50 (cache)").run()
+    label = train.button(key="train_download").label
+    at = open_page("pages/classify.py")
+    at.radio(key="classify_source").set_value("Example").run()
+    assert not at.exception
+    assert any(f"“{label}” on the Train page" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
 def test_a_public_server_names_no_paths_in_the_dataset_picker_or_errors(monkeypatch, tmp_path):
     from envnet import examples
 
