@@ -112,19 +112,29 @@ def frequency_response(model: EnvNet, freqs: np.ndarray | None = None) -> Freque
 
 
 _fr_cache: weakref.WeakKeyDictionary[EnvNet, FrequencyResponse] = weakref.WeakKeyDictionary()
+_fr_measuring: weakref.WeakKeyDictionary[EnvNet, threading.Lock] = weakref.WeakKeyDictionary()
 _fr_lock = threading.Lock()
 
 
 def cached_frequency_response(model: EnvNet) -> FrequencyResponse:
     """The filters' frequency response, measured once per model object (96 tones through the feature
-    block is ~1 s on a small CPU). Weak keys: a model a session drops is not kept alive by the cache."""
+    block is ~1 s on a small CPU). Weak keys: a model a session drops is not kept alive by the cache.
+    A caller that arrives while another is measuring the same model waits for that result instead of
+    measuring again (the server's warm-up thread and the first visitor's page ask at the same time)."""
     with _fr_lock:
         hit = _fr_cache.get(model)
-    if hit is not None:
-        return hit
-    fr = frequency_response(model)
-    with _fr_lock:
-        _fr_cache[model] = fr
+        if hit is not None:
+            return hit
+        measuring = _fr_measuring.setdefault(model, threading.Lock())
+    with measuring:
+        with _fr_lock:
+            hit = _fr_cache.get(model)
+        if hit is not None:
+            return hit
+        fr = frequency_response(model)
+        with _fr_lock:
+            _fr_cache[model] = fr
+            _fr_measuring.pop(model, None)
     return fr
 
 

@@ -4,6 +4,8 @@ learned filters and of a mel filterbank, checked against answers known in advanc
 from __future__ import annotations
 
 import gc
+import threading
+import time
 import weakref
 
 import numpy as np
@@ -212,3 +214,29 @@ def test_frequency_response_is_measured_once_per_model_object(monkeypatch):
     # A dropped model does not stay alive in the cache (counting entries would also count other tests'
     # models, which their AppTest sessions release at their own pace).
     assert gone() is None and m1 in spectra._fr_cache
+
+
+def test_callers_arriving_during_a_measurement_wait_for_it_instead_of_measuring_again(monkeypatch):
+    """The server's warm-up thread and a first visitor's page ask for the same model's response at once;
+    measuring it twice doubled the CPU a first upload cost on a busy 2-core server."""
+    calls, started = [], threading.Event()
+
+    def slow(model):
+        calls.append(model)
+        started.set()
+        time.sleep(0.5)
+        return object()
+
+    monkeypatch.setattr(spectra, "frequency_response", slow)
+    model = build_model(n_classes=2, fc_width=64)
+    results = []
+    first = threading.Thread(target=lambda: results.append(cached_frequency_response(model)))
+    first.start()
+    assert started.wait(10)
+    others = [threading.Thread(target=lambda: results.append(cached_frequency_response(model))) for _ in range(3)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(10)
+    assert len(calls) == 1 and len(results) == 4 and all(r is results[0] for r in results)
+    assert model not in spectra._fr_measuring  # nothing left behind once measured
