@@ -271,8 +271,8 @@ def _picked() -> None:
 
 def warm_default_model() -> None:
     """Once per server, in a background thread: fill the default model's caches (fused copy, kernels,
-    frequency response; envnet.cpu.warm_up) while the first visitor's page draws, so their first
-    classification does not pay for them."""
+    frequency response; envnet.cpu.warm_up) and load plotly's figure code (plots.warm_up) while the first
+    visitor's page draws, so their first classification does not pay for them."""
     key = next(iter(shipped()), None)
     if key is None:
         return
@@ -288,6 +288,7 @@ def _start_warm_up(_model) -> threading.Thread:  # the leading underscore: not h
     def work() -> None:
         try:
             cpu.warm_up(_model)
+            plots.warm_up()
         except Exception:  # a warm-up that fails costs only speed: the pages compute on demand
             logging.getLogger(__name__).exception("warm-up failed")
 

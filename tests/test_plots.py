@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -345,3 +348,32 @@ def test_confusion_figure_shows_every_count():
     cell = fig.data[0]
     assert list(cell.x) == ["clap", "knock"] and list(cell.y) == ["clap", "knock"]
     assert cell.text.tolist() == [[3, 0], [1, 2]]
+
+
+FIRST_FIGURES = """
+import json, sys, torch
+from envnet import plots
+{warm}
+before = set(sys.modules)
+wave = 0.1 * torch.randn(3 * 16000)
+figs = [plots.topk_figure([("dog", 0.7), ("rain", 0.3)]),
+        plots.timeline_figure(torch.rand(3, 4), [0, 8000, 16000], list("abcd")),
+        plots.waveform_figure(wave, [0, 8000, 16000], 1),
+        *plots.spectrogram_pair(torch.rand(40, 150), 20 * torch.randn(40, 150))]
+for fig in figs:
+    fig.to_json()
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_warm_up_loads_what_the_first_classify_figures_need(warm):
+    """In a fresh Python, as on a fresh server: plotly imports its validators the first time a figure is
+    built. After plots.warm_up() (the server does it in the background at start) a visitor's first figures
+    import nothing more; without it they do (the check that this test can tell the two apart)."""
+    code = FIRST_FIGURES.format(warm="plots.warm_up()" if warm else "")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (imported == []) is warm, imported[:10]
