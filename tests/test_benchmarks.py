@@ -101,5 +101,8 @@ def test_fewshot_benchmark_runs_on_class_folders_and_reports_accuracy_and_time(t
     assert acc["windows"]["draws"] == 3 and acc["predict"]["draws"] == 1 and acc["class_mean"]["draws"] == 3
     assert all(0 <= acc[k]["min"] <= acc[k]["mean"] <= 1 for k in ("windows", "predict", "class_mean"))
     for what in ("5s_clips", "1s_examples"):
-        run = results["time"][what]["runs"][0]
+        run = results["time"][what]["worker_thread"]["runs"][0]
         assert run["total_s"] >= run["embed_s"] > 0 and 0 <= run["held_out_accuracy"] <= 1
+    assert fewshot.main(["--data", str(tmp_path), "--only", "class", "--visitors", "4", "--json"]) == 0
+    crowd = json.loads(capsys.readouterr().out)["class"]
+    assert crowd["failed"] == [] and 0 < crowd["median_done_s"] <= crowd["all_done_s"]
