@@ -119,8 +119,8 @@ def bench_browser(seconds: float = 40.0) -> dict:
 
     sys.path.insert(0, str(ROOT / "tests"))
     from browser import pw
-    from browser.browser_support import StreamlitServer, launch, new_context
-    from browser.test_live import FAKE_MIC, WEBRTC_FRAME
+    from browser.browser_support import StreamlitServer, launch_with_microphone, new_context
+    from browser.test_live import WEBRTC_FRAME
 
     tmp = Path(tempfile.mkdtemp(prefix="envnet-live-"))
     x = np.concatenate([f.reshape(-1, 2)[:, 0] for f in frames(5)]) / 32768
@@ -129,7 +129,7 @@ def bench_browser(seconds: float = 40.0) -> dict:
     srv = StreamlitServer(tmp / "server.log").start()
     try:
         with sync_playwright() as p:
-            browser = launch(p, FAKE_MIC + [f"--use-file-for-fake-audio-capture={wav}"])
+            browser = launch_with_microphone(p, wav)
             page = new_context(browser, permissions=["microphone"]).new_page()
             pw.open_app(page, srv.url, "live")
             pw.wait_plot(page, "Learned spectrogram, live")

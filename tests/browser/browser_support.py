@@ -115,6 +115,12 @@ def launch(p, extra_args: list[str] | None = None):
     return p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + (extra_args or []))
 
 
+def launch_with_microphone(p, wav: Path):
+    """Chromium whose microphone plays `wav` (in a loop), with the permission granted without asking."""
+    return launch(p, ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                      f"--use-file-for-fake-audio-capture={wav}"])
+
+
 LOCAL = re.compile(r"^(https?|wss?)://(127\.0\.0\.1|localhost)[:/]")
 
 

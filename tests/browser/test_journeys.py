@@ -20,7 +20,7 @@ from .browser_support import (
     UI_TIMEOUT_MS,
     StreamlitServer,
     clicks,
-    launch,
+    launch_with_microphone,
     new_context,
     noise,
     sweep,
@@ -125,11 +125,7 @@ def test_classify_upload_shows_topk_and_both_spectrograms_and_window_slider_upda
 def mic_browser(playwright_instance, tmp_path_factory):
     """A Chromium whose fake microphone plays a generated wav (Chromium loops it) without asking."""
     wav = write_wav(tmp_path_factory.mktemp("mic") / "mic.wav", 0.5 * clicks(3.0) + tone(660, 3.0, amp=0.3), sr=48000)
-    b = launch(playwright_instance, [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}",
-    ])
+    b = launch_with_microphone(playwright_instance, wav)
     yield b
     b.close()
 
@@ -266,11 +262,7 @@ def knocks(seconds: float, sr: int = 48_000, every: float = 0.7, seed: int = 0) 
 def knock_mic_browser(playwright_instance, tmp_path_factory):
     """A Chromium whose fake microphone plays someone knocking again and again (Chromium loops the file)."""
     wav = write_wav(tmp_path_factory.mktemp("knock") / "knocks.wav", knocks(4.2), sr=48_000)
-    b = launch(playwright_instance, [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}",
-    ])
+    b = launch_with_microphone(playwright_instance, wav)
     yield b
     b.close()
 

@@ -20,12 +20,11 @@ import soundfile as sf
 from envnet.plots import LEARNED_TITLE, LIVE_LEARNED_TITLE, LIVE_MEL_TITLE, MEL_TITLE
 
 from . import pw
-from .browser_support import ROOT, launch, new_context
+from .browser_support import ROOT, launch_with_microphone, new_context
 from .conftest import save_failure
 
 SHARED_CLIPS = ROOT.parent / "shared" / "data" / "esc10" / "audio"
 WEBRTC_FRAME = 'iframe[title="streamlit_webrtc.component.webrtc_streamer"]'
-FAKE_MIC = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 # The bar: maps and an answer within 10 s of Start. On a 2-core machine shared with other work the
 # browser, the server and WebRTC all slow down together, so the bar stretches with the load per core (an idle
 # machine keeps 10 s; load 8 on 2 cores allows 40 s). benchmarks/live.py measures the real latency.
@@ -72,7 +71,7 @@ def wait_for(page, what: str, check, timeout_s: float):
 @pytest.fixture
 def mic_page(playwright_instance, server, tmp_path, request):
     wav, what = microphone_wav(tmp_path)
-    browser = launch(playwright_instance, FAKE_MIC + [f"--use-file-for-fake-audio-capture={wav}"])
+    browser = launch_with_microphone(playwright_instance, wav)
     context = new_context(browser, permissions=["microphone"])
     page = context.new_page()
     page.fake_microphone = what
