@@ -50,6 +50,7 @@ def test_train_page_reads_esc10_with_folds(monkeypatch):
     fold = at.selectbox(key="train_val_fold")
     assert fold.options[0] == "none" and fold.options[-1] == f"fold {fold.value}"  # the last fold held out by default
     assert not at.button(key="train_start").disabled
+    assert not at.main.get("help") and not at.main.json  # no Dataset object written out (issue 14's dump)
 
 
 @pytest.mark.parametrize("public", [False, True])
