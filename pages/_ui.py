@@ -31,7 +31,7 @@ SIDEBAR_DRAWN = "sidebar_drawn"  # set once app.py (or page_setup) has drawn the
 RUN_PARAM = "run"  # the address's query parameter holding this session's training run's token
 
 
-@st.cache_resource(show_spinner="Loading model…", max_entries=16)
+@st.cache_resource(show_spinner="Loading model…", max_entries=6)  # each up to 200 MB
 def load_shipped(name: str, mtime_ns: int) -> Checkpoint:
     """A checkpoint from checkpoints/ by NAME; the file's mtime is part of the key so a replaced file is
     reloaded. Only names from list_checkpoints reach here, never a user's text."""
