@@ -274,7 +274,7 @@ class TrainingJob:
             self.trainer.out = self.out
         with self._lock:
             self._state.status = "running"
-        self.started_at = time.time()
+        self.started_at = self._last_beat = time.time()  # the page that pressed Start is watching
         _remember(self)
         self.thread = threading.Thread(target=self._run, name=f"envnet-train-{self.id}", daemon=True)
         self.thread.start()

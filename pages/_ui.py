@@ -137,6 +137,8 @@ def reattach_training() -> None:
         st.session_state[JOB] = job
     if job is not None and token != job.token:
         st.query_params[RUN_PARAM] = job.token
+    if job is not None:
+        job.heartbeat()  # a page run is someone watching too (the fragments' polls stall while a long run draws)
 
 
 def adopt_finished_training() -> bool:
