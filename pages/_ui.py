@@ -314,13 +314,17 @@ def render_sidebar() -> None:
             st.selectbox("Model", list(options), format_func=options.get, key=MODEL_KEY, on_change=_picked,
                          help="Shipped checkpoints, then models trained or uploaded in this browser session "
                               "(only you can see those).")
-            choice = st.session_state[CHOICE]
-            if choice in shipped() and (blurb := model_blurb(shipped()[choice][1])):
+        # One block for the notes that come and go, present on every run: the expanders below then keep their
+        # place, and so stay open and keep the file just chosen (when "Added …" vanished on the next run, they
+        # moved up, were drawn anew closed, and a model card chosen after the weights was lost).
+        with st.container():
+            choice = st.session_state.get(CHOICE)
+            if options and choice in shipped() and (blurb := model_blurb(shipped()[choice][1])):
                 st.caption(blurb)
-        if "sidebar_flash" in st.session_state:
-            st.success(st.session_state.pop("sidebar_flash"))
-        if "sidebar_flash_warning" in st.session_state:
-            st.warning(st.session_state.pop("sidebar_flash_warning"))
+            if "sidebar_flash" in st.session_state:
+                st.success(st.session_state.pop("sidebar_flash"))
+            if "sidebar_flash_warning" in st.session_state:
+                st.warning(st.session_state.pop("sidebar_flash_warning"))
         ckpt = current_checkpoint()
         if ckpt is not None:
             with st.expander("Model card"):

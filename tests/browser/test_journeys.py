@@ -338,3 +338,44 @@ def test_a_deep_link_as_a_fresh_servers_first_request_gets_the_apps_navigation(b
     finally:
         page.context.close()
         srv.stop()
+
+
+# ---------------------------------------------------------------- 7. models of one's own, one after another
+
+def visible_uploader(page, label: str):
+    """The sidebar's uploader with this label that a person sees (Streamlit may keep a hidden old copy)."""
+    boxes = page.get_by_test_id("stSidebar").get_by_test_id("stFileUploader").filter(has_text=label)
+    shown = [boxes.nth(k) for k in range(boxes.count()) if boxes.nth(k).is_visible()]
+    assert len(shown) == 1, f"{len(shown)} visible “{label}” uploaders: is “Use your own model file” still open?"
+    return shown[0]
+
+
+def test_three_uploaded_models_in_a_row_each_added_the_upload_box_staying_open(page, server, tmp_path) -> None:
+    """Was: after "Added …", the next run dropped that note, the expander below moved up and was drawn anew,
+    closed: choosing the next weights file shut it, and the card chosen after it was lost."""
+    import json
+
+    from envnet.checkpoint import make_card, state_bytes
+    from envnet.model import build_model
+
+    pw.open_app(page, server.url, "how_it_works")
+    sidebar = page.get_by_test_id("stSidebar")
+    sidebar.get_by_text("Use your own model file").click()
+    for i in range(3):
+        model = build_model(n_classes=2, fc_width=16)
+        (tmp_path / f"m{i}.safetensors").write_bytes(state_bytes(model))
+        (tmp_path / f"m{i}.json").write_text(json.dumps(make_card(model, ["clap", "snap"], f"mine-{i}")))
+        visible_uploader(page, "Weights").locator('input[type="file"]').set_input_files(tmp_path / f"m{i}.safetensors")
+        pw.wait_idle(page)
+        visible_uploader(page, "Model card").locator('input[type="file"]').set_input_files(tmp_path / f"m{i}.json")
+        pw.wait_idle(page)
+        assert f"m{i}.json" in visible_uploader(page, "Model card").inner_text()
+        sidebar.get_by_role("button", name="Add this model").click()
+        sidebar.get_by_text(f"Added mine-{i} (2 classes)").wait_for()
+        pw.wait_idle(page)
+        # Used: both boxes are empty again, ready for the next model.
+        for label in ("Weights", "Model card"):
+            assert "Upload" in visible_uploader(page, label).inner_text()
+            assert f"m{i}" not in visible_uploader(page, label).inner_text()
+    pw.main(page).get_by_role("heading", name="One window through “mine-2”").wait_for()  # the page uses it
+    pw.assert_no_errors(page)
