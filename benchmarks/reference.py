@@ -68,7 +68,8 @@ _RENAME = {"conv1.0": "conv1", "conv1.1": "bn1", "conv2.0": "conv2", "conv2.1": 
 
 def from_library(model: nn.Module) -> ReferenceEnvNet:
     """A ReferenceEnvNet holding exactly the weights of an envnet.model.EnvNet, in eval mode."""
-    ref = ReferenceEnvNet(model.config.n_classes, model.config.fc_width)
+    ref = ReferenceEnvNet(model.config.n_outputs, model.config.fc_width)
+    ref.n_classes = model.config.n_classes  # a "none of these" output is not a class
     sd = {}
     for k, v in model.state_dict().items():
         prefix, _, rest = k.rpartition(".")
@@ -101,10 +102,10 @@ def ten_windows(wave: torch.Tensor, n_crops: int = 10) -> torch.Tensor:
 
 
 def window_probabilities(model: ReferenceEnvNet, batch: torch.Tensor) -> torch.Tensor:
-    """(n, 24014) → (n, classes) softmax: one fp32 forward under no_grad, all windows at once."""
+    """(n, 24014) → (n, classes) softmax (the classes' share of it): one fp32 forward under no_grad."""
     model.eval()
     with torch.no_grad():
-        return torch.softmax(model(batch[:, None, None, :]), dim=-1)
+        return torch.softmax(model(batch[:, None, None, :]), dim=-1)[:, : getattr(model, "n_classes", None)]
 
 
 def classify(model: ReferenceEnvNet, data: bytes, classes: list[str], k: int = 5) -> list[tuple[str, float]]:

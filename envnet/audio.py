@@ -35,6 +35,7 @@ MAX_FILTER = 1 << 20  # coefficients
 MAX_LCM = 8_000_000
 FILTER_CACHE_BYTES = 32 << 20  # filters kept between clips, least recently used dropped first
 SILENCE_THRESHOLD = 1e-4  # peak below this counts as digital silence
+TRIM = 0.01  # leading/trailing sound quieter than 1 % of the clip's peak is trimmed before windowing
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".webm", ".aiff", ".aif"}
 
 
@@ -279,19 +280,26 @@ def resample(wave: torch.Tensor, orig_sr: int, new_sr: int = SAMPLE_RATE) -> tor
         raise AudioError(f"the clip could not be resampled from {orig_sr:,} Hz on this server ({e})") from e
 
 
-def trim_silence(wave: torch.Tensor, threshold: float = 0.01, frame: int = 160) -> torch.Tensor:
-    """Drop leading and trailing frames whose peak is below threshold × the clip's peak."""
-    peak = wave.abs().max()
+def trim_bounds(wave: torch.Tensor, threshold: float = TRIM, frame: int = 160) -> tuple[int, int]:
+    """First and one-past-last sample of a clip without its leading and trailing frames whose peak is
+    below threshold × the clip's peak; the whole clip when nothing (or everything) is quiet."""
+    peak = wave.abs().max() if wave.numel() else 0
     if wave.numel() < frame or peak == 0:
-        return wave
+        return 0, wave.numel()
     n = wave.numel() // frame * frame
     loud = wave[:n].abs().view(-1, frame).amax(1) > threshold * peak
     idx = torch.nonzero(loud).flatten()
     if idx.numel() == 0:
-        return wave
+        return 0, wave.numel()
     # The ragged tail shorter than a frame stays when the last full frame is loud.
-    end = wave.numel() if idx[-1] == loud.numel() - 1 else (idx[-1] + 1) * frame
-    return wave[idx[0] * frame : end]
+    end = wave.numel() if idx[-1] == loud.numel() - 1 else int(idx[-1] + 1) * frame
+    return int(idx[0]) * frame, end
+
+
+def trim_silence(wave: torch.Tensor, threshold: float = TRIM, frame: int = 160) -> torch.Tensor:
+    """Drop leading and trailing frames whose peak is below threshold × the clip's peak."""
+    a, b = trim_bounds(wave, threshold, frame)
+    return wave[a:b]
 
 
 def load_audio(
@@ -353,25 +361,37 @@ def window_starts(n: int, length: int = WINDOW, *, n_crops: int | None = 10, hop
     return sorted({round(i * last / (count - 1)) for i in range(count)}) if count > 1 else [last // 2]
 
 
+def prepare(wave: torch.Tensor, length: int = WINDOW) -> tuple[torch.Tensor, int, tuple[int, int]]:
+    """The one preprocessing before windows are cut, for training's validation, evaluate, predict, the CLI
+    and every page: leading and trailing silence trimmed, a clip shorter than a window centred in zeros.
+
+    Chosen by measurement (held-out ESC-10 fold 4, 80 clips, 10 crops, the validation twin): trimmed and
+    not padded 87.5 %; trimmed with half a window of zeros each side (the papers' test) 85.0 %; untrimmed
+    76.3 %, because windows landed in the silence many recordings start or end with.
+
+    Returns the samples, the shift from the clip's own sample numbers (the window that starts at sample s
+    of the clip as given starts at samples[s + shift]) and the kept part of the clip (first, end).
+    """
+    a, b = trim_bounds(wave)
+    inner = wave[a:b].float()
+    samples = pad_to_window(inner, length)
+    return samples, (samples.numel() - inner.numel()) // 2 - a, (a, b)
+
+
 def windows(
     wave: torch.Tensor, length: int = WINDOW, *, n_crops: int | None = 10, hop: int | None = None
 ) -> tuple[torch.Tensor, list[int]]:
-    """Cut a clip into (n_windows, length) EnvNet inputs and return them with their start samples.
-
-    Starts are relative to the unpadded clip (negative when a short clip was centred in padding).
-    """
-    padded = pad_to_window(wave, length)
-    offset = (padded.numel() - wave.numel()) // 2
-    starts = window_starts(padded.numel(), length, n_crops=n_crops, hop=hop)
-    batch = torch.stack([padded[s : s + length] for s in starts])
-    return batch, [s - offset for s in starts]
+    """Cut a clip into (n_windows, length) EnvNet inputs (after `prepare`) and return them with their
+    start samples in the clip as given (negative when a short clip was centred in padding)."""
+    samples, shift, _ = prepare(wave, length)
+    starts = window_starts(samples.numel(), length, n_crops=n_crops, hop=hop)
+    return torch.stack([samples[s : s + length] for s in starts]), [s - shift for s in starts]
 
 
 def window_at(wave: torch.Tensor, start: int, length: int = WINDOW) -> torch.Tensor:
     """The one window that starts at `start`, a start as `windows` returns it (clip-relative)."""
-    padded = pad_to_window(wave, length)
-    s = start + (padded.numel() - wave.numel()) // 2
-    return padded[s : s + length]
+    samples, shift, _ = prepare(wave, length)
+    return samples[start + shift : start + shift + length]
 
 
 def to_wav_bytes(wave: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:

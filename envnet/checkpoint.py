@@ -30,6 +30,7 @@ from safetensors.torch import save as st_save
 
 from envnet import limits
 from envnet.model import SAMPLE_RATE, WINDOW, EnvNet, build_model
+from envnet.verdict import Calibration
 
 
 def _checkpoint_dir() -> Path:
@@ -350,6 +351,8 @@ def card_from_bytes(data: bytes | str) -> dict:
             raise CheckpointError(f"the model card's architecture has {key}={v!r}; expected a number in [{lo}, {hi}]")
         if key != "dropout" and v is not None and v != int(v):
             raise CheckpointError(f"the model card's architecture has {key}={v!r}; expected a whole number")
+    if not isinstance(arch.get("other", False), bool):
+        raise CheckpointError(f"the model card's architecture has other={arch.get('other')!r}; expected true or false")
     if arch.get("n_classes", len(classes)) != len(classes):
         raise CheckpointError(
             f"the model card lists {len(classes)} classes but its architecture has {arch.get('n_classes')} outputs"
@@ -371,6 +374,7 @@ def _header(weights: bytes) -> dict:
 
 
 def _check_tensors(header: dict, arch: dict, n_classes: int) -> None:
+    n_outputs = n_classes + int(arch.get("other", False))
     """Names, dtypes and shapes from the header against the model the card describes, built on the meta
     device (shapes only, no memory): nothing is allocated for a file that does not fit."""
     try:
@@ -393,8 +397,9 @@ def _check_tensors(header: dict, arch: dict, n_classes: int) -> None:
             dtypes.add(str(info.get("dtype")))
     fc7 = header.get("fc7.weight")
     if isinstance(fc7, dict) and isinstance(fc7.get("shape"), list) and len(fc7["shape"]) == 2 \
-            and fc7["shape"][0] != n_classes:
-        problems.append(f"the weights have {fc7['shape'][0]} outputs but the card lists {n_classes} classes")
+            and fc7["shape"][0] != n_outputs:
+        problems.append(f"the weights have {fc7['shape'][0]} outputs but the card lists {n_classes} classes"
+                        + (" and 'none of these'" if n_outputs > n_classes else ""))
     missing = sorted(set(expected) - set(header))
     unexpected = sorted(set(header) - set(expected))
     if missing:
@@ -453,6 +458,7 @@ def from_bytes(weights: bytes, card_data: bytes | str | dict) -> Checkpoint:
             raise CheckpointError(f"the model card's architecture cannot be built: {e}") from e
         except (MemoryError, RuntimeError) as e:  # a failed allocation surfaces as a RuntimeError in torch
             raise CheckpointError(f"the model could not be built on this server ({e})") from e
+    model.calibration = Calibration.from_card(card.get("verdict"))
     model.eval()
     return Checkpoint(model, card)
 

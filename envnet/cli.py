@@ -80,7 +80,7 @@ def _max_seconds_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from envnet.predict import predict
+    from envnet.predict import SEGMENT_HOP, predict
 
     ckpt = _load_checkpoint(args.checkpoint)
     status = EXIT_OK
@@ -92,11 +92,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
             status = EXIT_INPUT
             continue
         pred = predict(ckpt.model, wave, ckpt.classes)
+        segments = predict(ckpt.model, wave, ckpt.classes, hop=SEGMENT_HOP).segments() if args.segments else None
         top = [{"label": c, "prob": round(p, 6)} for c, p in pred.top(args.top_k)]
         if args.json:
-            print(json.dumps({"file": f, "top": top, "windows": len(pred.starts)}))
-        else:
-            print(f"{f}: " + ", ".join(f"{t['label']} {t['prob']:.1%}" for t in top) + f"  ({len(pred.starts)} windows)")
+            row = {"file": f, "verdict": pred.verdict.name, "unsure": pred.unsure, "top": top,
+                   "windows": len(pred.starts)}
+            if segments is not None:
+                row["segments"] = [s.to_json() for s in segments]
+            print(json.dumps(row))
+            continue
+        print(f"{f}: {pred.verdict.text}  [top: " + ", ".join(f"{t['label']} {t['prob']:.1%}" for t in top)
+              + f"; {len(pred.starts)} windows]")
+        for s in segments or []:
+            p = "" if s.p is None else f" ({s.p:.0%})"
+            print(f"  {s.start:7.2f}–{s.end:7.2f} s  {s.verdict}{p}")
     return status
 
 
@@ -401,8 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify audio files")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (WAV, FLAC, OGG, MP3, …)")
     _checkpoint_arg(p)
-    p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="how many classes to show")
-    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--top-k", type=_positive_int, default=3, metavar="K", help="how many classes to show (default 3)")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per file: "verdict" (a class, "unsure" or "silence"), "unsure", "top"')
+    p.add_argument("--segments", action="store_true",
+                   help="also list the recording's stretches (start–end, verdict) from windows every 0.5 s")
     _max_seconds_arg(p)
     p.set_defaults(func=cmd_predict)
 

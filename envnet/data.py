@@ -198,14 +198,6 @@ def random_gain(wave: torch.Tensor, gen: torch.Generator, max_db: float = 6.0) -
     return wave * 10 ** (db / 20)
 
 
-def eval_windows(wave: torch.Tensor, n_crops: int = 10, length: int = WINDOW) -> torch.Tensor:
-    """The papers' test windows: pad half a window each side, take n_crops evenly spaced."""
-    padded = torch.nn.functional.pad(wave, (length // 2, length // 2))
-    last = padded.numel() - length
-    starts = [round(i * last / (n_crops - 1)) for i in range(n_crops)] if n_crops > 1 else [last // 2]
-    return torch.stack([padded[s : s + length] for s in starts])
-
-
 # ---- between-class learning (Tokozume, Ushiku & Harada, ICLR 2018) ------------------------------
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -88,12 +88,14 @@ def dataset_roots() -> list[Path]:
     return found
 
 
-def clips_by_class(root: str | Path, subset: str | None = None, per_class: int = 8) -> dict[str, list[Path]]:
-    """Up to `per_class` clip paths for each class of a dataset (ESC-50 layout or class folders)."""
+def clips_by_class(root: str | Path, subset: str | None = None, per_class: int = 8, *,
+                   known: Sequence[str] = (), train_folds: Sequence[int] = ()) -> dict[str, list[tuple[Path, bool]]]:
+    """Up to `per_class` clips for each class of a dataset (ESC-50 layout or class folders), each with whether
+    a model that knows the classes `known` and trained on folds `train_folds` of this dataset heard it in
+    training. Clips it never heard come first, so examples show how the model does on new sounds."""
     ds = read_dataset(root, subset)
-    out: dict[str, list[Path]] = {c: [] for c in ds.classes}
+    out: dict[str, list[tuple[Path, bool]]] = {c: [] for c in ds.classes}
     for clip in ds.clips:
-        bucket = out[ds.classes[clip.label]]
-        if len(bucket) < per_class:
-            bucket.append(clip.path)
-    return out
+        name = ds.classes[clip.label]
+        out[name].append((clip.path, name in known and clip.fold in train_folds))
+    return {c: sorted(items, key=lambda t: t[1])[:per_class] for c, items in out.items()}

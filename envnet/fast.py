@@ -70,14 +70,22 @@ class FastEnvNet(nn.Module):
         return h.reshape(h.shape[0], N_BANDS, -1)
 
     def classify(self, spec: torch.Tensor) -> torch.Tensor:
-        """(batch, 40, 150) learned spectrogram → (batch, classes) logits."""
+        """(batch, 40, 150) learned spectrogram → (batch, outputs) logits."""
+        return self.head(self.pooled(spec))
+
+    def pooled(self, spec: torch.Tensor) -> torch.Tensor:
+        """(batch, 40, 150) learned spectrogram → (batch, 7700) pooled conv4 maps, fc5's input."""
         h = F.relu_(self.conv3(spec.unsqueeze(1)))
         h = F.max_pool2d(h, 3)
         h = F.relu_(self.conv4(h))
-        h = F.max_pool2d(h, (1, 3)).contiguous().flatten(1)  # flatten in EnvNet's (C, H, W) order
-        h = F.relu_(self.fc5(h))
-        h = F.relu_(self.fc6(h))
-        return self.fc7(h)
+        return F.max_pool2d(h, (1, 3)).contiguous().flatten(1)  # flatten in EnvNet's (C, H, W) order
+
+    def embed(self, h: torch.Tensor) -> torch.Tensor:
+        """Pooled conv4 maps → fc6 activations, the embedding few-shot heads are fitted on."""
+        return F.relu_(self.fc6(F.relu_(self.fc5(h))))
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc7(self.embed(h))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(x))

@@ -18,6 +18,7 @@ Few-shot fits are cheap, so many visitors may run them at once; `limits.few_shot
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -27,10 +28,10 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from envnet import checkpoint
+from envnet import checkpoint, verdict
 from envnet.audio import windows
 from envnet.fast import inference_model
-from envnet.model import SAMPLE_RATE, EnvNet, build_model
+from envnet.model import SAMPLE_RATE, EnvNet, build_model, inference
 
 HOP = SAMPLE_RATE // 4  # windows every 0.25 s: a 1.5 s clip gives 1, a 5 s clip 15
 MAX_WINDOWS = 16  # per example: bounds the embedding cost and memory of a long example
@@ -68,16 +69,13 @@ class Embedder:
         self._cache: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
-    @torch.inference_mode()
     def windows(self, batch: torch.Tensor) -> torch.Tensor:
         """(n, WINDOW) → (n, fc_width) post-ReLU fc6 activations, through the fast inference copy."""
         fast = inference_model(self.model)
         outs = []
-        for i in range(0, len(batch), 32):
-            h = fast.features(batch[i : i + 32])
-            h = F.max_pool2d(F.relu(fast.conv3(h.unsqueeze(1))), 3)
-            h = F.max_pool2d(F.relu(fast.conv4(h)), (1, 3)).contiguous().flatten(1)
-            outs.append(F.relu(fast.fc6(F.relu(fast.fc5(h)))))
+        with inference(self.model):
+            for i in range(0, len(batch), 32):
+                outs.append(fast.embed(fast.pooled(fast.features(batch[i : i + 32]))))
         return torch.cat(outs) if outs else torch.empty(0, self.model.config.fc_width)
 
     def example(self, wave: torch.Tensor, key: Hashable | None = None) -> torch.Tensor:
@@ -163,6 +161,24 @@ def build_few_shot_model(trunk: EnvNet, weight: torch.Tensor, bias: torch.Tensor
 # ---- the recipe ---------------------------------------------------------------------------------
 
 
+def calibrate(emb: Embedder, weight: torch.Tensor, bias: torch.Tensor, known: list[float]) -> verdict.Calibration:
+    """The verdict's threshold from held-out examples' top probabilities (verdict.KEEP of them stay
+    confident), and how many generated tones, noises and clicks it flags. Without held-out examples
+    nothing can be called unsure honestly, so the threshold is 0."""
+    unknown = torch.tensor([float(torch.softmax(emb.example(w, ("unknown-sound", i)) @ weight.T + bias, -1)
+                                  .mean(0).max()) for i, w in enumerate(_unknown_sounds())])
+    k = torch.tensor(known)
+    t = verdict.choose_threshold(k) if len(k) else 0.0
+    how = {"known": "held-out examples (fits without them)", "unknown": "generated tones, noise, clicks, chords, sweeps"}
+    return verdict.Calibration("max-probability", t, verdict.figures(k, unknown, t) | how)
+
+
+@functools.cache
+def _unknown_sounds() -> list[torch.Tensor]:
+    return verdict.unknown_sounds(12, seconds=2.0)  # 3 windows each: a few hundred ms to embed, once
+
+
+
 def holdout_plan(counts: list[int], n_folds: int = 5) -> list[list[tuple[int, int]]]:
     """Which (class, example index) pairs each evaluation round holds out.
 
@@ -204,6 +220,7 @@ class FewShotResult:
             self.model, self.classes, name,
             recipe={"kind": "few-shot", "head": "fc7 logistic regression on fc6 windows", "hop": HOP,
                     "max_windows": MAX_WINDOWS, "trunk": checkpoint.DEFAULT_NAME},
+            verdict=self.model.calibration.to_card() if self.model.calibration else None,
             metrics={"held_out_accuracy": self.accuracy, "per_class": self.per_class, "confusion": self.confusion,
                      "n_held_out": self.n_held_out, "seconds": self.seconds},
             **extra,
@@ -253,16 +270,19 @@ def train_few_shot(
     n = len(classes)
     confusion = [[0] * n for _ in range(n)]
     plan = holdout_plan([len(items) for items in per_class]) if evaluate else []
+    known = []  # held-out examples' top probability: the verdict's threshold comes from these
     for held in plan:
         w, b = fit(set(held))
         for c, i in held:
             probs = torch.softmax(per_class[c][i] @ w.T + b, -1).mean(0)  # as predict() averages windows
             confusion[c][int(probs.argmax())] += 1
+            known.append(float(probs.max()))
     w, b = fit(set())
     t_fit = time.perf_counter() - t0 - t_embed
     n_held = sum(map(sum, confusion))
     per = {cl: (confusion[k][k] / sum(confusion[k]) if sum(confusion[k]) else None) for k, cl in enumerate(classes)}
     acc = sum(confusion[k][k] for k in range(n)) / n_held if n_held else None
     model = build_few_shot_model(emb.model, w, b)
+    model.calibration = calibrate(emb, w, b, known)
     return FewShotResult(model, classes, acc, per, confusion, n_held,
                          {"embed": t_embed, "fit": t_fit, "total": time.perf_counter() - t0})

@@ -10,6 +10,7 @@ the paper's (1, k) Conv2d, stored as (out, in, k), and several times faster on a
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -30,7 +31,13 @@ class EnvNetConfig:
     n_classes: int = 10
     fc_width: int = 4096  # the paper's; smaller widths suit small datasets and keep checkpoints small
     dropout: float = 0.5
+    # One more output after the classes: "none of these", trained on sounds outside them (envnet/verdict.py).
+    other: bool = False
     arch: str = field(default="envnet", init=False)
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_classes + int(self.other)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +62,8 @@ class EnvNet(nn.Module):
         self.conv4 = ConvBNReLU(nn.Conv2d(50, 50, (1, 5), bias=False), 50, 2)
         self.fc5 = nn.Linear(50 * 11 * 14, c.fc_width)
         self.fc6 = nn.Linear(c.fc_width, c.fc_width)
-        self.fc7 = nn.Linear(c.fc_width, c.n_classes)
+        self.fc7 = nn.Linear(c.fc_width, c.n_outputs)
+        self.calibration = None  # the verdict's rule from the model card (envnet.verdict.Calibration)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, 24014) raw audio → (batch, 40, 150) learned spectrogram: band × frame."""
@@ -65,11 +73,18 @@ class EnvNet(nn.Module):
         return F.relu_(F.max_pool1d(self.conv2[1](self.conv2[0](h)), POOL))
 
     def classify(self, spec: torch.Tensor) -> torch.Tensor:
-        """(batch, 40, 150) learned spectrogram → (batch, classes) logits."""
+        """(batch, 40, 150) learned spectrogram → (batch, outputs) logits."""
+        return self.head(self.pooled(spec))
+
+    def pooled(self, spec: torch.Tensor) -> torch.Tensor:
+        """(batch, 40, 150) learned spectrogram → (batch, 7700) pooled conv4 maps, fc5's input."""
         h = self.conv3(spec.unsqueeze(1))  # the 40 bands become image rows
         h = F.max_pool2d(h, 3)
         h = self.conv4(h)
-        h = F.max_pool2d(h, (1, 3)).flatten(1)
+        return F.max_pool2d(h, (1, 3)).flatten(1)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """fc5 → fc6 → fc7 on pooled conv4 maps."""
         p = self.config.dropout if self.training else 0.0
         h = F.dropout(F.relu(self.fc5(h)), p)
         h = F.dropout(F.relu(self.fc6(h)), p)
@@ -89,6 +104,18 @@ def build_model(name: str = "envnet", **kwargs) -> EnvNet:
 MODELS = {"envnet": EnvNet}
 
 
+@contextmanager
+def inference(model: nn.Module):
+    """Eval mode and no autograd inside the block; the model's own mode comes back after, even on error."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield model
+    finally:
+        model.train(was_training)
+
+
 def layer_walkthrough(model: EnvNet) -> list[dict]:
     """Each stage's name, output shape and parameter count for one window, as the app shows them.
 
@@ -101,9 +128,7 @@ def layer_walkthrough(model: EnvNet) -> list[dict]:
         rows.append({"layer": name, "what": what, "shape": tuple(t.shape[1:]), "params": params})
         return t
 
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
+    with inference(model):
         x = add("input", "1.5 s of raw audio at 16 kHz", torch.zeros(1, 1, WINDOW))
         x = add("conv1", "40 filters × 8 taps, BatchNorm, ReLU", model.conv1(x), model.conv1)
         x = add("conv2", "40 filters × 8 taps × 40 channels, BatchNorm, ReLU", model.conv2(x), model.conv2)
@@ -116,6 +141,6 @@ def layer_walkthrough(model: EnvNet) -> list[dict]:
         x = add("flatten", "50 × 11 × 14 numbers", x.flatten(1))
         x = add("fc5", f"fully connected, {model.config.fc_width} units, ReLU, dropout", model.fc5(x), model.fc5)
         x = add("fc6", f"fully connected, {model.config.fc_width} units, ReLU, dropout", model.fc6(x), model.fc6)
-        add("fc7", "one score per class (softmax gives probabilities)", model.fc7(x), model.fc7)
-    model.train(was_training)
+        what = "one score per class" + (" and one for 'none of these'" if model.config.other else "")
+        add("fc7", f"{what} (softmax gives probabilities)", model.fc7(x), model.fc7)
     return rows

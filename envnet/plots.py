@@ -150,11 +150,14 @@ def timeline_figure(
     window_probs, starts: Sequence[int], classes: Sequence[str], *, top: int = 5, sr: int = SAMPLE_RATE,
     window: int = WINDOW,
 ) -> go.Figure:
-    """Probability of the `top` most likely classes per window, one line each, against the window's centre
-    time. Points carry their window index as customdata, so a click can select that window."""
+    """Probability per window of the `top` most likely classes and of every class that wins a window, one
+    line each, against the window's centre time (a long recording of many sounds shows all of them).
+    Points carry their window index as customdata, so a click can select that window."""
     p = _np(window_probs)
     centres = (np.asarray(starts) + window / 2) / sr
-    keep = np.argsort(-p.mean(0))[: max(1, min(top, p.shape[1]))]
+    ranked = [int(j) for j in np.argsort(-p.mean(0))]
+    winners = set(p.argmax(1).tolist())
+    keep = [j for j in ranked if j in winners or ranked.index(j) < max(1, top)]
     fig = go.Figure()
     for j in keep:
         fig.add_trace(go.Scatter(

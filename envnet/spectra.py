@@ -13,7 +13,7 @@ import torch
 import torchaudio.transforms as T
 
 from envnet.fast import inference_model
-from envnet.model import N_BANDS, N_FRAMES, POOL, SAMPLE_RATE, WINDOW, EnvNet
+from envnet.model import N_BANDS, N_FRAMES, POOL, SAMPLE_RATE, WINDOW, EnvNet, inference
 
 N_FFT = 400  # 25 ms analysis window, the usual speech/audio front end
 # Learned frame i pools conv2 outputs 160i…160i+159, which see input samples 160i…160i+173: its centre
@@ -49,11 +49,8 @@ def learned_spectrogram(model: EnvNet, windows: torch.Tensor) -> torch.Tensor:
     """(batch, 24014) → (batch, 40, 150): the feature block's output, in eval mode."""
     x = windows if windows.dim() == 2 else windows.unsqueeze(0)
     fast = inference_model(model)  # BN folded, channels-last: same output, ~2× faster (envnet/fast.py)
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
+    with inference(model):
         out = fast.features(x)
-    model.train(was_training)
     return out if windows.dim() == 2 else out[0]
 
 

@@ -19,12 +19,13 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
-from envnet import checkpoint, cpu
+from envnet import checkpoint, cpu, verdict
 from envnet.data import Dataset, bc_batch, random_crop, random_gain, random_scale
 from envnet.evaluate import evaluate
 from envnet.model import EnvNet, build_model
 from envnet.spectra import frequency_response
 
+CALIBRATION_CLIPS = 200  # clips classified to set the verdict's threshold after training (a few seconds)
 Event = dict
 Callback = Callable[[Event], None]
 
@@ -163,6 +164,8 @@ class Trainer:
         if self.world > 1:
             for buf in self.model.buffers():  # BatchNorm statistics are per process: take rank 0's
                 dist.broadcast(buf, 0)
+        if self.rank == 0:  # a stopped run's model is still used: it gets its verdict rule too
+            self.model.calibration = self.calibrate()
         if self.out and self.rank == 0:
             path = self.save_checkpoint(self.out)
             self.emit("checkpoint", path=str(path), epoch=self.epoch)
@@ -231,7 +234,7 @@ class Trainer:
         c = self.config
         last = self.epoch == c.epochs
         if self.val_ds is not None and len(self.val_ds) and (self.epoch % c.eval_every == 0 or last) and self.rank == 0:
-            ev = evaluate(self.model, self.val_ds, bf16=self.bf16)
+            ev = evaluate(self.model, self.val_ds)
             row.update(val_acc=ev["accuracy"], val_loss=ev["loss"])
             if self.best is None or ev["accuracy"] >= self.best["val_acc"]:
                 self.best = {"epoch": self.epoch, "val_acc": ev["accuracy"]}
@@ -263,8 +266,20 @@ class Trainer:
                   "val_folds": self.val_ds.folds if self.val_ds else [], "n_val": len(self.val_ds) if self.val_ds else 0},
             metrics=metrics,
             history=self.history,
+            **({"verdict": self.model.calibration.to_card()} if self.model.calibration else {}),
             **self.card_extra,
         )
+
+    def calibrate(self) -> verdict.Calibration:
+        """The verdict's threshold for the trained model: from its held-out clips when there are some
+        (at most CALIBRATION_CLIPS), otherwise from its training clips, which it is surer of (said so)."""
+        ds, known_from = (self.val_ds, "held-out clips") if self.val_ds is not None and len(self.val_ds) else (
+            self.train_ds, "training clips (no held-out clips: the threshold is set too high, so more unsure)")
+        waves = [w for w in ds.waves if w.numel()]
+        if len(waves) > CALIBRATION_CLIPS:
+            gen = torch.Generator().manual_seed(self.config.seed)
+            waves = [waves[i] for i in torch.randperm(len(waves), generator=gen)[:CALIBRATION_CLIPS].tolist()]
+        return verdict.calibrate(self.model, self.train_ds.classes, waves, known_from=known_from)
 
     def save_checkpoint(self, stem: str | Path) -> Path:
         return checkpoint.save(stem, self.model, self.card(Path(stem).name))
@@ -307,7 +322,11 @@ class Trainer:
         if ck.model.config.fc_width != self.config.fc_width:
             raise checkpoint.CheckpointError(
                 f"{stem} has classifier width {ck.model.config.fc_width}, not {self.config.fc_width}")
-        self.model.load_state_dict(ck.model.state_dict())
+        state = ck.model.state_dict()
+        n = len(self.train_ds.classes)
+        # A "none of these" output is fine-tuned after training (envnet.verdict), not trained here: dropped.
+        state["fc7.weight"], state["fc7.bias"] = state["fc7.weight"][:n], state["fc7.bias"][:n]
+        self.model.load_state_dict(state)
 
     def _load_features(self, stem: str) -> None:
         src = checkpoint.load(stem).model.state_dict()

@@ -1,5 +1,5 @@
-"""Classify a sound (upload, record or an example) and compare what EnvNet learned with a mel
-spectrogram, window by window.
+"""Classify a sound (upload, record or an example): the verdict (a class, not sure, or silence), a long
+recording's segments, and what EnvNet learned beside a mel spectrogram, window by window.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import streamlit as st
 import torch
 
 from envnet import limits, plots
-from envnet.audio import AUDIO_EXTENSIONS, AudioError, is_silent, load_audio, to_wav_bytes, window_at
+from envnet.audio import AUDIO_EXTENSIONS, AudioError, load_audio, to_wav_bytes
 from envnet.examples import DEMO_SOUNDS, clips_by_class, dataset_roots
 from envnet.model import SAMPLE_RATE, WINDOW
-from envnet.predict import predict
+from envnet.predict import SEGMENTS_AFTER, predict
 from envnet.spectra import cached_frequency_response, learned_spectrogram, mel_spectrogram
 from pages._ui import (
     SOUND_UPLOAD_HELP,
@@ -52,12 +52,68 @@ def decode(name: str, data: bytes, clip_id: str) -> None:
     set_clip(name, wave, clip_id)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def dataset_index(root: str) -> dict[str, list[str]]:
-    return {c: [str(p) for p in ps] for c, ps in clips_by_class(root).items()}
+@st.cache_data(show_spinner=False, max_entries=16)
+def dataset_index(root: str, known: tuple[str, ...], train_folds: tuple[int, ...]) -> dict[str, list[tuple[str, bool]]]:
+    """Class → [(clip path, whether the model trained on it)], clips it never heard first."""
+    return {c: [(str(p), t) for p, t in items]
+            for c, items in clips_by_class(root, known=known, train_folds=train_folds).items()}
 
 
-def choose_source() -> None:
+def train_folds(ck) -> tuple[int, ...]:
+    """The dataset folds the model's card says it trained on (none for a model trained on other data)."""
+    data = ck.card.get("data")
+    folds = data.get("train_folds") if isinstance(data, dict) else None
+    return tuple(f for f in folds if isinstance(f, int)) if isinstance(folds, list) else ()
+
+
+def use_file(name: str, path: str) -> None:
+    try:
+        set_clip(name, load_audio(path), f"file:{path}")
+    except AudioError as e:
+        st.session_state["classify_example_error"] = no_paths(str(e))
+
+
+def try_example(picks: dict[str, tuple[str, bool]]) -> None:
+    c = st.session_state.get("classify_try")
+    if c in picks:
+        use_file(f"{c}: {Path(picks[c][0]).name}", picks[c][0])
+
+
+def first_screen(ck) -> None:
+    """What this model can answer, and one real recording of each of its classes to try in one click."""
+    names = ", ".join(ck.classes)
+    rule = ck.model.calibration
+    st.markdown(f"**This model knows {len(ck.classes)} sounds:** {names}. "
+                + ("A sound that is none of them should get “not sure”." if rule else
+                   "It has no “not sure” rule, so it names one of these for any sound, even one it never learned."))
+    picks: dict[str, tuple[str, bool]] = {}
+    for root in dataset_roots():
+        try:
+            index = dataset_index(str(root), tuple(ck.classes), train_folds(ck))
+        except (OSError, ValueError):
+            continue
+        for c in ck.classes:
+            if index.get(c) and (c not in picks or picks[c][1] and not index[c][0][1]):
+                picks[c] = index[c][0]
+    if not picks:
+        st.caption("No recordings of these classes on this server: try the generated demo sounds under “Example”, "
+                   "or “Download ESC-50 (includes ESC-10)” on the Train page.")
+        return
+    heard = [c for c, (_, trained) in picks.items() if trained]
+    st.caption("Real recordings to try, one per class, from folds this model did not train on."
+               if not heard else
+               "Real recordings to try, one per class. " + (
+                   "This model trained on all of them (this server has no held-out fold), so it will do better on "
+                   "them than on new sounds." if len(heard) == len(picks) else
+                   f"It trained on those of {', '.join(heard)} (no held-out clip of them here)."))
+    # Pills wrap on a phone, where ten buttons in columns would stack into a long list.
+    st.pills("Try a real recording", list(picks), key="classify_try", on_change=try_example, args=(picks,),
+             label_visibility="collapsed")
+    if err := st.session_state.pop("classify_example_error", None):
+        st.error(err)
+
+
+def choose_source(ck) -> None:
     source = st.radio("Sound source", ["Upload", "Record", "Example"], horizontal=True, key="classify_source")
     if source == "Upload":
         up = st.file_uploader("Upload a sound file (up to 60 s)", key="classify_upload",
@@ -83,18 +139,23 @@ def choose_source() -> None:
             root = st.selectbox("Dataset", [str(r) for r in roots], key="classify_dataset",
                                 format_func=lambda r: Path(r).name if limits.public() else r)  # no server paths
             try:
-                index = dataset_index(root)
+                index = dataset_index(root, tuple(ck.classes), train_folds(ck)) if ck else {}
             except (OSError, ValueError) as e:
                 st.error(no_paths(f"Could not read that dataset: {e}"))
                 return
             c1, c2 = st.columns(2)
             cls = c1.selectbox("Class", list(index), key="classify_class")
-            path = c2.selectbox("Clip", index[cls], format_func=lambda p: Path(p).name, key="classify_clip_path")
+            trained = dict(index.get(cls, []))
+            path = c2.selectbox("Clip", list(trained), key="classify_clip_path",
+                                format_func=lambda p: Path(p).name + (" · trained on" if trained.get(p) else ""))
+            if trained.get(path):
+                st.caption("The selected model trained on this clip: expect it to do better than on a new sound.")
+            elif ck is not None and cls not in ck.classes:
+                st.caption(f"“{cls}” is not one of this model's classes: a good test of “not sure”.")
             if st.button("Use this example", key="classify_use_clip") and path:
-                try:
-                    set_clip(f"{cls}: {Path(path).name}", load_audio(path), f"file:{path}")
-                except AudioError as e:
-                    st.error(no_paths(str(e)))
+                use_file(f"{cls}: {Path(path).name}", path)
+                if err := st.session_state.pop("classify_example_error", None):
+                    st.error(err)
 
 
 def timeline_hop(n: int) -> int:
@@ -148,16 +209,44 @@ def pick_window(timeline, n_windows: int) -> int:
                                  "timeline picks its window too.")
 
 
-def window_spectrograms(ck, clip: dict, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Learned and mel maps of one window, kept per clip and model: moving back to a window is free."""
-    key = (clip["id"], model_key_of(ck), start)
+def window_spectrograms(ck, clip: dict, timeline, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learned and mel maps of window i as the model heard it, kept per clip and model: moving back to a
+    window is free."""
+    key = (clip["id"], model_key_of(ck), timeline.starts[i])
     cache = st.session_state.setdefault("classify_windows", {})
     if key not in cache:
         if len(cache) >= 32 or any(k[:2] != key[:2] for k in cache):  # one clip's windows, bounded
             cache.clear()
-        win = window_at(clip["wave"], start)
+        win = timeline.window(i)
         cache[key] = (learned_spectrogram(ck.model, win), mel_spectrogram(win))
     return cache[key]
+
+
+def show_verdict(ck, pred) -> None:
+    """The answer in words: a class, not sure, or silence, and how "not sure" is decided for this model."""
+    v = pred.verdict
+    if v.kind == "class":
+        st.markdown(f"#### Sounds like: {v.label} ({v.p:.0%})")
+    else:
+        st.warning(f"**{'Not sure' if v.kind == 'unsure' else 'Silence'}.** {v.text}")
+    rule = ck.model.calibration
+    if rule is None:
+        st.caption("This model has no “not sure” rule: it always names one of its classes.")
+        return
+    f = rule.figures
+    measured = (f" On held-out recordings this kept {f['known_kept']:.0%} of known sounds confident and flagged "
+                f"{f['unknown_flagged']:.0%} of unknown ones." if isinstance(f.get("known_kept"), float)
+                and isinstance(f.get("unknown_flagged"), float) else "")
+    st.caption(f"“Not sure” when no class reaches {rule.threshold:.0%}.{measured}")
+
+
+def show_segments(pred) -> None:
+    """A long recording as what happens when: one row per stretch with one verdict."""
+    rows = [{"from (s)": round(s.start, 1), "to (s)": round(s.end, 1),
+             "sound": {"unsure": "not sure", "silence": "silence"}.get(s.verdict, s.verdict),
+             "probability": "" if s.p is None else f"{s.p:.0%}"} for s in pred.segments()]
+    st.markdown("**What happens when**")
+    st.dataframe(rows, hide_index=True, width="stretch", key="classify_segments")
 
 
 @st.fragment
@@ -172,10 +261,14 @@ def show_results(ck, clip: dict, res: dict) -> None:
         if "wav" not in clip:  # encoded once per clip, not on every rerun
             clip["wav"] = to_wav_bytes(wave)
         st.audio(clip["wav"], format="audio/wav")
-        best, p = res["clip"].top(1)[0]
-        st.markdown(f"**Best guess: {best}** ({p:.0%}, averaged over {len(res['clip'].starts)} windows)")
+        show_verdict(ck, res["clip"])
+        if wave.numel() > SEGMENTS_AFTER:
+            show_segments(timeline)
         k = st.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="classify_topk")
         chart(plots.topk_figure(res["clip"].top(int(k))), "classify_top")
+        rest = 1 - float(res["clip"].probs.sum())
+        st.caption(f"Averaged over {len(res['clip'].starts)} windows of 1.5 s."
+                   + (f" “None of these”: {rest:.0%}." if ck.model.config.other else ""))
     with detail:
         n_windows = len(timeline.starts)
         if n_windows > 1:
@@ -187,7 +280,7 @@ def show_results(ck, clip: dict, res: dict) -> None:
     starts = timeline.starts  # the timeline's windows are the ones the slider and the chart count
     sort = st.toggle("Order learned filters by centre frequency", value=True, key="classify_sort",
                      help="Stack the learned filters from low to high frequency so the map reads like a spectrogram.")
-    learned, mel = window_spectrograms(ck, clip, starts[sel])
+    learned, mel = window_spectrograms(ck, clip, timeline, sel)
     show_spectrograms(learned, mel, start_sample=starts[sel],
                       response=cached_frequency_response(ck.model) if sort else None, key="classify_spectrograms")
     st.caption(f"Window {sel}: {starts[sel] / SAMPLE_RATE:.2f}–{(starts[sel] + WINDOW) / SAMPLE_RATE:.2f} s. "
@@ -199,14 +292,14 @@ page_setup()
 st.header("Classify a sound")
 st.caption("EnvNet listens to 1.5 s windows of raw audio. Upload, record or pick a sound; see what it hears.")
 ck = current_checkpoint()
-choose_source()
+if ck is not None:
+    first_screen(ck)
+choose_source(ck)
 clip = st.session_state.get(CLIP)
 
 if ck is not None and clip is not None:
     wave: torch.Tensor = clip["wave"]
     st.subheader(f"“{clip['name']}” — {wave.numel() / SAMPLE_RATE:.2f} s")
-    if is_silent(wave):
-        st.warning("This clip is silent (or nearly): there is nothing to classify, so the scores below mean little.")
     show_results(ck, clip, analyse(ck, clip))
 elif ck is not None:
     st.info("Choose a sound above to classify it.")

@@ -34,7 +34,8 @@ def test_classify_a_real_clip_picked_by_class(monkeypatch):
     at.button(key="classify_use_clip").click().run()
     assert not at.exception and not at.error
     assert any(s.value.startswith("“rooster:") for s in at.subheader)
-    assert any("Best guess" in m.value for m in at.markdown)
+    # A rooster clip the shipped model trained on: it names it (this server has no held-out fold).
+    assert any(m.value.startswith("#### Sounds like: rooster") for m in at.markdown)
 
 
 @pytest.mark.slow  # decodes ESC-10 once (later runs read the cached waveforms)

@@ -57,8 +57,8 @@ def test_how_it_works_shows_live_shapes_and_conv_arithmetic():
     table = at.dataframe[0].value
     shapes = list(table["output shape"])
     assert shapes[:4] == ["1 × 24014", "40 × 24007", "40 × 24000", "40 × 150"]
-    assert shapes[-1] == "10"  # the default model's classes
-    assert int(table["parameters"].sum()) == sum(p.numel() for p in build_model(fc_width=1024).parameters())
+    assert shapes[-1] == "11"  # the default model's 10 classes and its "none of these" output
+    assert int(table["parameters"].sum()) == sum(p.numel() for p in build_model(fc_width=1024, other=True).parameters())
     # Big counts with thousands separators (8,976,854, not 8976854): the browser formats them by its locale.
     columns = json.loads(at.dataframe[0].proto.columns)
     assert [columns[c]["type_config"].get("format") for c in ("numbers out", "parameters")] == ["localized"] * 2

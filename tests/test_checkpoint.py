@@ -83,7 +83,7 @@ def test_round_trip_gives_identical_predictions(tmp_path) -> None:
 def test_model_card_contents(tmp_path) -> None:
     stem, _ = saved(tmp_path, esc50_targets=[0, 1, 2], recipe={"epochs": 3}, data="generated tones")
     card = json.loads(stem.with_suffix(".json").read_text())
-    assert card["architecture"] == {"n_classes": 3, "fc_width": 16, "dropout": 0.5, "arch": "envnet"}
+    assert card["architecture"] == {"n_classes": 3, "fc_width": 16, "dropout": 0.5, "other": False, "arch": "envnet"}
     assert card["classes"] == TINY_CLASSES and card["esc50_targets"] == [0, 1, 2]
     assert card["sample_rate"] == SAMPLE_RATE and card["window_samples"] == WINDOW
     assert card["recipe"] == {"epochs": 3} and card["data"] == "generated tones"
@@ -113,8 +113,10 @@ def test_shipped_checkpoint_loads_and_predicts() -> None:
     ckpt = load(checkpoint.default_checkpoint())
     assert len(ckpt.classes) == ckpt.model.config.n_classes == 10
     assert "dog" in ckpt.classes
+    assert ckpt.model.config.other and ckpt.model.calibration.method == "other-output"
     p = predict(ckpt.model, torch.from_numpy(sine(440, 2.0)), ckpt.classes)
-    assert float(p.probs.sum()) == pytest.approx(1.0, abs=1e-5)
+    # A pure tone is none of the ten: nearly all its probability goes to "none of these", and it is unsure.
+    assert 0 <= float(p.probs.sum()) < 0.5 and p.verdict.kind == "unsure"
 
 
 # ---- atomic writes -------------------------------------------------------------------------------------

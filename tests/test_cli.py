@@ -18,6 +18,7 @@ from conftest import TINY_CLASSES, sine, write_audio
 from envnet import checkpoint
 from envnet.audio import load_audio, windows
 from envnet.cli import HelpFormatter, build_parser, main
+from envnet.model import build_model
 from envnet.predict import predict
 from envnet.spectra import learned_spectrogram, mel_spectrogram
 
@@ -97,7 +98,7 @@ def test_predict_json_one_object_per_file(tiny_checkpoint, clips, capsys) -> Non
     assert [o["windows"] for o in objs] == [10, 1]
     ckpt = checkpoint.load(tiny_checkpoint)
     for o, f in zip(objs, files, strict=True):
-        assert set(o) == {"file", "top", "windows"}
+        assert set(o) == {"file", "verdict", "unsure", "top", "windows"}
         assert len(o["top"]) == 2 and all(set(t) == {"label", "prob"} for t in o["top"])
         # The same numbers as the library gives.
         expected = predict(ckpt.model, load_audio(f), ckpt.classes).top(2)
@@ -105,10 +106,31 @@ def test_predict_json_one_object_per_file(tiny_checkpoint, clips, capsys) -> Non
         np.testing.assert_allclose([t["prob"] for t in o["top"]], [p for _, p in expected], atol=1e-6)
 
 
+def test_predict_json_gives_the_verdict_and_segments(tmp_path, capsys) -> None:
+    """--json says "verdict" and "unsure"; --segments lists the recording's stretches, silence included."""
+    from envnet.verdict import Calibration
+
+    model = build_model(n_classes=3, fc_width=16).eval()
+    card = checkpoint.make_card(model, list(TINY_CLASSES), "strict", verdict=Calibration("max-probability", 0.99, {}).to_card())
+    checkpoint.save(tmp_path / "strict", model, card, half=False)
+    f = write_audio(tmp_path / "gap.wav", np.concatenate([sine(500, 3.0), np.zeros(48_000, np.float32), sine(900, 3.0)]))
+    assert main(["predict", str(f), "--checkpoint", str(tmp_path / "strict"), "--json", "--segments"]) == 0
+    o = json.loads(capsys.readouterr().out)
+    assert (o["verdict"], o["unsure"]) == ("unsure", True)  # an untrained model is never 99 % sure
+    segs = o["segments"]
+    assert segs[0]["start"] == 0 and segs[-1]["end"] == pytest.approx(9.0, abs=1e-3)
+    silent = [s for s in segs if s["verdict"] == "silence"]
+    assert len(silent) == 1 and silent[0]["prob"] is None
+    assert silent[0]["start"] == pytest.approx(3.0, abs=0.5) and silent[0]["end"] == pytest.approx(6.0, abs=0.5)
+    silence = write_audio(tmp_path / "silence.wav", np.zeros(32_000, np.float32))
+    assert main(["predict", str(silence), "--checkpoint", str(tmp_path / "strict"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "silence"
+
+
 def test_predict_text_output(tiny_checkpoint, clips, capsys) -> None:
     assert main(["predict", str(clips["long"]), "--checkpoint", str(tiny_checkpoint)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"{clips['long']}: ") and "(10 windows)" in out
+    assert out.startswith(f"{clips['long']}: ") and "; 10 windows]" in out
     assert sum(c in out for c in TINY_CLASSES) == 3 and "%" in out
 
 
@@ -171,8 +193,8 @@ def test_inspect_writes_both_spectrograms_and_html(tiny_checkpoint, clips, tmp_p
 
 def test_inspect_window_choice(tiny_checkpoint, clips, tmp_path, capsys) -> None:
     ck = ["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path)]
-    # A tone that starts late: the loudest window is the last one.
-    late = write_audio(tmp_path / "late.wav", np.concatenate([np.zeros(32_000, np.float32), sine(800, 1.5)]))
+    # A tone that grows louder late (a quiet start is kept; silence would be trimmed): the loudest window is the last.
+    late = write_audio(tmp_path / "late.wav", np.concatenate([0.05 * sine(800, 2.0), sine(800, 1.5)]))
     assert main(["inspect", str(late), *ck]) == 0
     assert json.loads(capsys.readouterr().out)["shown_window"] == 9
     assert main(["inspect", str(late), *ck, "--window", "2"]) == 0
@@ -245,7 +267,8 @@ def test_subprocess_predict_with_the_shipped_model(clips) -> None:
     obj = json.loads(r.stdout)
     card = json.loads(checkpoint.default_checkpoint().with_suffix(".json").read_text())
     assert sorted(t["label"] for t in obj["top"]) == sorted(card["classes"])
-    assert sum(t["prob"] for t in obj["top"]) == pytest.approx(1.0, abs=1e-4)
+    # The rest goes to its "none of these" output: a tone is none of the ten sounds.
+    assert 0 <= sum(t["prob"] for t in obj["top"]) < 0.5 and obj["verdict"] == "unsure"
     assert obj["windows"] == 10
 
 

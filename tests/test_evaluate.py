@@ -10,8 +10,10 @@ import torch
 from tonedata import CLASSES, memory_dataset, write_class_folders, write_esc50
 
 from envnet import checkpoint, cli
+from envnet.audio import windows
 from envnet.evaluate import clip_probabilities, evaluate
-from envnet.model import build_model
+from envnet.model import EnvNetConfig, build_model
+from envnet.predict import predict
 
 
 class Constant(torch.nn.Module):
@@ -20,6 +22,7 @@ class Constant(torch.nn.Module):
     def __init__(self, logits):
         super().__init__()
         self.logits = torch.nn.Parameter(torch.tensor(logits, dtype=torch.float32))
+        self.config = EnvNetConfig(n_classes=len(logits))
 
     def forward(self, x):
         return self.logits.expand(x.shape[0], -1)
@@ -41,11 +44,27 @@ def test_clip_probabilities_average_over_crops():
     ds = memory_dataset(per_class=1, seconds=2.0)
     probs = clip_probabilities(model, ds.waves, n_crops=4)
     assert probs.shape == (3, 3) and torch.allclose(probs.sum(1), torch.ones(3))
-    from envnet.data import eval_windows
-
     with torch.inference_mode():
-        manual = torch.softmax(model(eval_windows(ds.waves[1], 4)), -1).mean(0)
+        manual = torch.softmax(model(windows(ds.waves[1], n_crops=4)[0]), -1).mean(0)
     torch.testing.assert_close(probs[1], manual, rtol=1e-4, atol=1e-5)
+
+
+def test_evaluate_scores_exactly_what_predict_tells_a_user(tmp_path):
+    """One path: evaluate's accuracy is the share of clips whose `predict` label is right, clip by clip,
+    including clips with silent ends (trimmed by both) and clips shorter than a window."""
+    model = build_model(n_classes=3, fc_width=16).eval()
+    ds = memory_dataset(per_class=3, seconds=2.0)
+    ds.waves[0] = torch.cat([torch.zeros(16_000), ds.waves[0], torch.zeros(8_000)])
+    ds.waves[4] = ds.waves[4][:8_000]
+    result = evaluate(model, ds)
+    labels = [predict(model, w, ds.classes).label for w in ds.waves]
+    right = sum(label == ds.classes[y] for label, y in zip(labels, ds.labels.tolist(), strict=True))
+    assert result["accuracy"] == pytest.approx(right / len(ds.waves))
+    for w in ds.waves:
+        torch.testing.assert_close(clip_probabilities(model, [w])[0], predict(model, w, ds.classes).probs)
+    predicted = [[sum(1 for lab, y in zip(labels, ds.labels.tolist(), strict=True) if y == t and lab == ds.classes[p])
+                  for p in range(3)] for t in range(3)]
+    assert result["confusion"] == predicted
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +139,21 @@ def test_default_checkpoint_on_real_esc10(esc10_dir, capsys):
     few.clips = few.clips[::16]  # 5 clips keep it quick
     result = evaluate(ckpt.model, load_waves(few), n_crops=2)
     assert result["n_clips"] == 5 and 0 <= result["accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_predict_on_held_out_clips_reproduces_the_cards_accuracy(esc10_dir, capsys):
+    """What a user gets is what the card says: `envnet predict --json` over the validation twin's held-out
+    fold 4 gives exactly the accuracy in its card, and the verdict keeps most of those known sounds."""
+    stem = checkpoint.CHECKPOINT_DIR / "envnet-esc10-fold4val"
+    card = checkpoint.load(stem).card
+    from envnet.data import read_esc50
+
+    ds = read_esc50(esc10_dir, "esc10").select(folds=[4])
+    assert cli.main(["predict", *[str(c.path) for c in ds.clips], "--checkpoint", str(stem), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    right = sum(r["top"][0]["label"] == ds.classes[c.label] for r, c in zip(rows, ds.clips, strict=True))
+    assert len(rows) == card["metrics"]["validation"]["n_clips"] == 80
+    assert right / len(rows) == pytest.approx(card["metrics"]["validation"]["accuracy"], abs=1e-6)
+    confident = sum(not r["unsure"] for r in rows) / len(rows)
+    assert confident >= 0.8  # the card's rule kept 85 % of held-out known clips when it was chosen

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tonedata import KINDS, made_sound
 
 from envnet import checkpoint
 from envnet.fewshot import Embedder, default_embedder, example_windows, holdout_plan, train_few_shot
@@ -14,29 +15,6 @@ from envnet.predict import predict
 SR = SAMPLE_RATE
 
 
-def made_sound(kind: str, rng: np.random.Generator) -> torch.Tensor:
-    """One example of a generated sound class, different every time (pitch, length, loudness, noise)."""
-    seconds = rng.uniform(0.6, 1.4)
-    t = np.arange(int(seconds * SR)) / SR
-    if kind == "whistle":  # a high tone with vibrato
-        f = rng.uniform(1800, 2400)
-        x = np.sin(2 * np.pi * f * t + 3 * np.sin(2 * np.pi * 5 * t))
-    elif kind == "buzz":  # a low square wave
-        f = rng.uniform(90, 140)
-        x = np.sign(np.sin(2 * np.pi * f * t))
-    elif kind == "knocks":  # three decaying noise bursts
-        x = np.zeros_like(t)
-        for k in range(3):
-            i = int((0.05 + 0.18 * k) * SR)
-            n = min(int(0.05 * SR), len(x) - i)
-            x[i : i + n] += rng.standard_normal(n) * np.exp(-np.arange(n) / (0.01 * SR))
-    else:
-        raise ValueError(kind)
-    x = rng.uniform(0.2, 0.7) * x / np.abs(x).max() + 0.005 * rng.standard_normal(len(t))
-    return torch.from_numpy(x.astype(np.float32))
-
-
-KINDS = ["whistle", "buzz", "knocks"]
 
 
 @pytest.fixture(scope="module")

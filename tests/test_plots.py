@@ -138,10 +138,12 @@ def test_topk_bars_sorted_best_on_top():
     assert list(bar.text)[-1] == "70.0%"
 
 
-def test_timeline_one_line_per_top_class_with_window_indices():
+def test_timeline_one_line_per_top_class_and_per_winner_with_window_indices():
     p = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]])
     fig = plots.timeline_figure(p, [0, 8000, 16000, 24000], ["a", "b", "c"], top=2)
-    assert [t.name for t in fig.data] == ["b", "a"]  # the two highest mean probabilities, best first
+    # The two highest mean probabilities, best first, and c, which is not among them but wins window 2: a long
+    # recording of many sounds shows every one that wins somewhere.
+    assert [t.name for t in fig.data] == ["b", "a", "c"]
     assert all(isinstance(t, go.Scatter) for t in fig.data)
     assert list(fig.data[0].customdata) == [0, 1, 2, 3]
     np.testing.assert_allclose(fig.data[0].x[0], WINDOW / 2 / SAMPLE_RATE)

@@ -88,3 +88,30 @@ def tiny_config(**overrides) -> TrainConfig:
     base = dict(epochs=2, batch_size=8, fc_width=64, eval_every=1, filters_every=1, bf16=False)
     base.update(overrides)
     return TrainConfig(**base)
+
+
+def made_sound(kind: str, rng: np.random.Generator, seconds: float | None = None) -> torch.Tensor:
+    """One example of a generated sound class, different every time (pitch, length, loudness, noise)."""
+    seconds = rng.uniform(0.6, 1.4) if seconds is None else seconds
+    t = np.arange(int(seconds * SR)) / SR
+    if kind == "whistle":  # a high tone with vibrato
+        f = rng.uniform(1800, 2400)
+        x = np.sin(2 * np.pi * f * t + 3 * np.sin(2 * np.pi * 5 * t))
+    elif kind == "buzz":  # a low square wave
+        f = rng.uniform(90, 140)
+        x = np.sign(np.sin(2 * np.pi * f * t))
+    elif kind == "knocks":  # decaying noise bursts, three in a second-long example
+        x = np.zeros_like(t)
+        for k in range(3 if seconds < 1.5 else int(seconds / 0.2)):
+            i = int((0.05 + 0.18 * (k % 3) + 0.6 * (k // 3)) * SR)  # groups of three
+            if i >= len(x):
+                break
+            n = min(int(0.05 * SR), len(x) - i)
+            x[i : i + n] += rng.standard_normal(n) * np.exp(-np.arange(n) / (0.01 * SR))
+    else:
+        raise ValueError(kind)
+    x = rng.uniform(0.2, 0.7) * x / np.abs(x).max() + 0.005 * rng.standard_normal(len(t))
+    return torch.from_numpy(x.astype(np.float32))
+
+
+KINDS = ["whistle", "buzz", "knocks"]
