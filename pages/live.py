@@ -53,11 +53,9 @@ def stream_for(ck) -> LiveStream:
 
 
 def verdict_text(pred) -> str:
-    verdict = getattr(pred, "verdict", None)  # the calibrated answer (class / unsure / silence), when the model has one
-    if verdict is not None:
-        return verdict.text
-    best, p = pred.top(1)[0]
-    return f"Best guess: {best} ({p:.0%})"
+    """The last 1.5 s in words: "Sounds like: dog (97%)", not sure (with the closest class), or silence."""
+    v = pred.verdict
+    return f"Sounds like: {v.text}" if v.kind == "class" else v.text
 
 
 def capture() -> None:
