@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -187,7 +187,6 @@ def add_other_output(
     lr: float = 1e-4,
     other_weight: float = 0.3,
     seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
 ) -> EnvNet:
     """A copy of `model` with a "none of these" output: fc5, fc6 and a new fc7 (the classes' rows start
     from the old ones, the new row from zero) fine-tuned on windows of known clips (their labels) and of
@@ -221,7 +220,7 @@ def add_other_output(
     opt = torch.optim.Adam(params, lr=lr)
     p_drop = new.config.dropout
     with torch.enable_grad():
-        for epoch in range(epochs):
+        for _ in range(epochs):
             order = torch.randperm(len(x), generator=gen)
             for i in range(0, len(x), 128):
                 idx = order[i : i + 128]
@@ -231,6 +230,4 @@ def add_other_output(
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            if progress:
-                progress(epoch + 1, epochs)
     return new.eval()
