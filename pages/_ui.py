@@ -226,10 +226,21 @@ def model_card(ck) -> None:
         st.metric("Validation accuracy", f"{metrics['val_acc']:.1%}")
     elif "train_acc" in metrics:
         st.metric("Training accuracy", f"{metrics['train_acc']:.1%}")
+    elif isinstance((metrics.get("validation") or {}).get("accuracy"), float):
+        st.metric("Held-out accuracy", f"{metrics['validation']['accuracy']:.1%}",
+                  help="Measured through the app's own path on clips that model never trained on (see the card).")
     recipe = card.get("recipe") or {}
-    if recipe:
-        keys = ("epochs_completed", "epochs", "lr", "batch_size", "bc", "fc_width", "init_features")
-        st.json({k: recipe[k] for k in keys if k in recipe}, expanded=False)
+    words = {"epochs_completed": "{} epochs", "lr": "learning rate {}", "batch_size": "batch {}",
+             "fc_width": "classifier width {}"}
+    said = [w.format(recipe[k]) for k, w in words.items() if isinstance(recipe.get(k), int | float)]
+    if recipe.get("bc") is True:
+        said.append("between-class mixing")
+    if recipe.get("kind") == "few-shot":
+        said.insert(0, "few-shot head on the shipped model")
+    if said:
+        st.caption("Recipe: " + ", ".join(said) + ".")
+    rule = ck.model.calibration
+    st.caption(f"“Not sure” when no class reaches {rule.threshold:.0%}." if rule else "No “not sure” rule.")
     data = card.get("data") or {}
     if data:
         st.caption(f"Data: {plain(no_paths(data.get('source', data.get('dataset', '?'))))} — "
