@@ -11,9 +11,6 @@ from pages._ui import render_sidebar, warm_default_model
 st.set_page_config(page_title="EnvNet Sound Lab", page_icon="🔊", layout="wide")
 
 
-render_sidebar()
-warm_default_model()  # once per server, in the background: the first classification is then fast
-
 pages = [
     st.Page("pages/classify.py", title="Classify", icon=":material/hearing:", default=True),
     st.Page("pages/live.py", title="Live", icon=":material/mic:"),
@@ -21,4 +18,7 @@ pages = [
     st.Page("pages/filters.py", title="Filters", icon=":material/tune:"),
     st.Page("pages/how_it_works.py", title="How it works", icon=":material/school:"),
 ]
-st.navigation(pages).run()
+page = st.navigation(pages)
+render_sidebar(page.url_path)  # the sidebar knows the page: the Train page draws a run's progress itself
+warm_default_model()  # once per server, in the background: the first classification is then fast
+page.run()

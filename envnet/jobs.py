@@ -205,6 +205,8 @@ class RunState:
     latest: FrequencyResponse | None = None  # the newest snapshot, with its centre-frequency order
     error: str | None = None
     message: str = ""
+    clock: float = 0.0  # wall-clock seconds since the start when the snapshot was taken (frozen at the end)
+    seconds_left: float | None = None  # the estimate at that moment (TrainingJob.eta); None when not running
 
     @property
     def fraction(self) -> float:
@@ -376,11 +378,15 @@ class TrainingJob:
                 s.elapsed = ev["seconds"]
 
     def snapshot(self) -> RunState:
-        """A copy that the page can draw while the thread keeps appending."""
+        """A copy that the page can draw while the thread keeps appending: one moment of the run, its clock
+        and time-left estimate included, so that everything drawn from one snapshot names the same epoch."""
+        running = self.running
         with self._lock:
             s = self._state
+            left = self._time_left.seconds_left(time.time()) if running else None
             return RunState(s.status, s.epochs, s.epoch, s.batch, s.n_batches, s.elapsed, list(s.history),
-                            list(s.batch_losses), list(s.snapshots), s.freqs, s.latest, s.error, s.message)
+                            list(s.batch_losses), list(s.snapshots), s.freqs, s.latest, s.error, s.message,
+                            clock=self.elapsed, seconds_left=left)
 
 
 # ---- live microphone streams ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Plotly figures for the app. Each builder takes arrays and returns a go.Figure, so every plot can be
 tested without Streamlit (tests/test_plots.py) and reused in notebooks.
 
-Time axes are in seconds, frequency axes in Hz (log scale), filter/band axes are indices 0–39.
+Time axes are in seconds, frequency axes in Hz (log scale); filter and band axes are in Hz (their centres)
+when the rows are sorted by centre frequency, else indices 0–39.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from envnet.teaching import conv_output_length
 
 LEARNED_TITLE = "Learned spectrogram (40 × 150)"
 MEL_TITLE = "Mel spectrogram (40 × 150)"
+LOG_HZ_TICKS = (10, 30, 100, 300, 1000, 3000)  # about evenly spaced on a log axis from 10 Hz to 8 kHz
 MAX_WAVE_POINTS = 4000  # a browser draws 4,000 points instantly; a 60 s clip has 960,000
 # Streamlit's chart element rewrites the colours #000001, #000002, … in a figure to its theme's palette,
 # even with theme=None, and Magma starts at #000004: the quietest cells came out lavender. One shade off
@@ -246,10 +248,17 @@ def _response_heatmap(fr: FrequencyResponse, sort: bool, colorscale: str | list[
     )
 
 
-def _response_axes(fig: go.Figure, fr: FrequencyResponse, sort: bool, label: str) -> None:
-    fig.update_xaxes(title_text="tone frequency (Hz)", type="log")
+def log_hz_axis(fig: go.Figure, title: str = "tone frequency (Hz)") -> None:
+    """A log frequency axis with a few labelled ticks (10, 30, 100, 300, 1k, 3k): plotly's own log ticks add
+    small "2" and "5" labels between the decades, which crowd them on a laptop and pile up on a phone."""
+    fig.update_xaxes(title_text=title, type="log", tickmode="array", tickvals=LOG_HZ_TICKS,
+                     ticktext=[hz_label(f) for f in LOG_HZ_TICKS])
+
+
+def _response_axes(fig: go.Figure, fr: FrequencyResponse, sort: bool, label: str, centre: str = "centre") -> None:
+    log_hz_axis(fig)
     if sort:  # rows low → high: label them with their centre frequencies, as a spectrogram's axis would be
-        fig.update_yaxes(title_text=f"{label} centre (Hz)", **_hz_ticks(np.asarray(fr.centres)[fr.order]))
+        fig.update_yaxes(title_text=f"{label} {centre} (Hz)", **_hz_ticks(np.asarray(fr.centres)[fr.order]))
     else:
         fig.update_yaxes(title_text=label)
 
@@ -276,25 +285,25 @@ def filterbank_comparison(learned: FrequencyResponse, mel: FrequencyResponse, *,
 
 def filter_evolution_figure(snapshots: Sequence[tuple[int, np.ndarray]], freqs, *, sort: bool = True) -> go.Figure:
     """An animation over epochs of the filters' frequency response: one plotly frame per snapshot,
-    a slider and a play button. Rows are sorted by the LAST snapshot's centre frequencies, so a row is
-    the same filter in every frame and you watch it move into place."""
+    a slider and a play button. Epoch 0 is the filters before the first epoch (where training started).
+
+    Each frame is drawn as frequency_response_figure draws one snapshot, rows ordered by the LAST snapshot's
+    centre frequencies (centres_and_order, as everywhere), so a row is the same filter in every frame, you
+    watch it move into place, and the y axis is in Hz (those final centres), as on the live heatmap."""
     if not snapshots:
         raise ValueError("no filter snapshots to animate")
     freqs = np.asarray(freqs)
     final = np.asarray(snapshots[-1][1])
-    order = centres_and_order(final, freqs)[1] if sort else np.arange(final.shape[0])  # as the other figures sort
+    centres, order = centres_and_order(final, freqs)
 
-    def z(resp) -> np.ndarray:
-        r = np.asarray(resp)[order]
-        return r / np.maximum(r.max(axis=1, keepdims=True), 1e-12)
+    def response(resp) -> FrequencyResponse:
+        return FrequencyResponse(freqs, np.asarray(resp), order, centres)
 
     def heat(resp) -> go.Heatmap:
-        return go.Heatmap(z=z(resp), x=freqs, y=np.arange(len(order)), colorscale="Viridis", zmin=0, zmax=1,
-                          colorbar={"title": {"text": "of its peak", "side": "right"}, "thickness": 12},
-                          hovertemplate="%{x:.0f} Hz<br>row %{y}<br>%{z:.2f}<extra></extra>")
+        return _response_heatmap(response(resp), sort)
 
     frames = [go.Frame(data=[heat(r)], name=str(e)) for e, r in snapshots]
-    fig = go.Figure(data=[heat(snapshots[-1][1])], frames=frames)
+    fig = go.Figure(data=[heat(final)], frames=frames)
     steps = [{"label": str(e), "method": "animate",
               "args": [[str(e)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}]}
              for e, _ in snapshots]
@@ -302,7 +311,7 @@ def filter_evolution_figure(snapshots: Sequence[tuple[int, np.ndarray]], freqs, 
     # Under the x axis's title, never over the heatmap: the play/pause buttons, then the epoch slider on a row
     # of its own (beside the buttons it ran into them on a phone). Offsets in pixels below the plot.
     fig.update_layout(
-        sliders=[{"active": len(steps) - 1, "steps": steps, "currentvalue": {"prefix": "epoch "},
+        sliders=[{"active": len(steps) - 1, "steps": steps, "currentvalue": {"prefix": "filters after epoch "},
                   "x": 0, "len": 1, "y": 0, "yanchor": "top", "pad": {"t": 100, "b": 0}}],
         updatemenus=[{"type": "buttons", "direction": "right", "showactive": False, "x": 0, "y": 0,
                       "xanchor": "left", "yanchor": "top", "pad": {"t": 58, "r": 0}, "buttons": [
@@ -312,8 +321,7 @@ def filter_evolution_figure(snapshots: Sequence[tuple[int, np.ndarray]], freqs, 
                            "args": [[None], {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}]},
                       ]}],
     )
-    fig.update_xaxes(title_text="tone frequency (Hz)", type="log")
-    fig.update_yaxes(title_text="filter (by final centre frequency)" if sort else "filter")
+    _response_axes(fig, response(final), sort, "filter", centre="centre at the end")
     return fig
 
 

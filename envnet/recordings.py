@@ -251,7 +251,7 @@ def to_dataset(examples: dict[str, list[torch.Tensor]], n_folds: int = 5) -> Dat
         for i, w in enumerate(x for x in examples[c] if x.numel()):
             clips.append(Clip(Path(f"<session>/{c}/{i}.wav"), label, i % n_folds + 1))
             waves.append(w)
-    return Dataset(clips, classes, [None] * len(classes), "your own recordings", waves)
+    return Dataset(clips, classes, [None] * len(classes), "your own examples", waves)
 
 
 def describe_seconds(seconds: float) -> str:

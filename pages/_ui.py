@@ -29,6 +29,7 @@ JOB = "train_job"  # this session's TrainingJob (envnet.jobs), if it started one
 ADDED = "train_added"  # ids of jobs whose model is already in this session's models
 SIDEBAR_DRAWN = "sidebar_drawn"  # set once app.py (or page_setup) has drawn the sidebar in this session
 RUN_PARAM = "run"  # the address's query parameter holding this session's training run's token
+TRAIN_PAGE = "train"  # the Train page's url path (pages/train.py), where a run's progress is drawn in full
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=6)  # each up to 200 MB
@@ -155,11 +156,16 @@ def adopt_finished_training() -> bool:
     return True
 
 
-def training_heartbeat() -> None:
-    """While this session's training runs, a small sidebar fragment polls it on every page: the job
-    knows someone is still there (an abandoned run stops itself), and the sidebar shows its progress."""
+def training_heartbeat(page: str = "") -> None:
+    """While this session's training runs, a small sidebar fragment polls it on every other page: the job
+    knows someone is still there (an abandoned run stops itself), and the sidebar shows its progress. The
+    Train page draws the run itself (and polls it): there the sidebar names no epoch, since its own poll,
+    on its own clock, would name another epoch than the page's status line for a moment."""
     job = st.session_state.get(JOB)
     if job is None or not job.running:
+        return
+    if page == TRAIN_PAGE:
+        st.caption(f"Training “{job.name}”: its progress is on this page.")
         return
 
     @st.fragment(run_every=3.0)
@@ -310,8 +316,8 @@ def _start_warm_up(_model) -> threading.Thread:  # the leading underscore: not h
     return thread
 
 
-def render_sidebar() -> None:
-    """The model picker, the model card and the model upload."""
+def render_sidebar(page: str = "") -> None:
+    """The model picker, the model card and the model upload; `page`, the url path of the page shown."""
     st.session_state[SIDEBAR_DRAWN] = True
     reattach_training()
     adopt_finished_training()
@@ -342,10 +348,10 @@ def render_sidebar() -> None:
                 model_card(ckpt)
         with st.expander("Use your own model file"):
             upload_model()
-        training_heartbeat()
+        training_heartbeat(page)
 
 
-def page_setup() -> None:
+def page_setup(page: str = "") -> None:
     """Called at the top of every page. Normally app.py has drawn the sidebar and runs the page through
     st.navigation. But when a fresh server's first request is a deep link (a bookmarked /train?run=…),
     Streamlit runs that file on its own, in its old multipage mode, with a navigation made from the files
@@ -362,7 +368,7 @@ def page_setup() -> None:
         PagesManager.uses_pages_directory = False
         if SIDEBAR_DRAWN not in st.session_state:  # the session's first run: nothing to lose by rerunning
             st.rerun()
-        render_sidebar()
+        render_sidebar(page)
 
 
 # ---- words ------------------------------------------------------------------------------------

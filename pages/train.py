@@ -25,6 +25,7 @@ from pages._ui import (
     JOB,
     SOUND_UPLOAD_HELP,
     SOUND_UPLOAD_MB,
+    TRAIN_PAGE,
     add_session_model,
     chart,
     charts_side_by_side,
@@ -272,7 +273,10 @@ def choose_data() -> tuple[Dataset | None, Dataset | None]:
         if sum(1 for c in own_classes().classes.values() if c.examples) < 2:
             st.info("Add at least two classes with at least one example each to train.")
             return None, None
-        few_shot_section()
+        # Only the chosen way's controls: the few-shot name and Train button give way to the whole-network
+        # settings when the toggle (below them) is on. Its value from the last run decides what comes first.
+        if not st.session_state.get("train_full_own", False):
+            few_shot_section()
         if not st.toggle("Advanced: train the whole network instead", key="train_full_own",
                          help="Minutes to hours on a CPU, and it needs far more examples than a few per class: "
                               "for ESC-scale data."):
@@ -356,7 +360,9 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
 
 
-def progress_text(s, elapsed: float, left: float | None) -> str:
+def progress_text(s) -> str:
+    """The line over the progress bar, from one RunState snapshot (its epoch, clock and estimate)."""
+    left = s.seconds_left
     if s.batch:
         where = f"Epoch {max(s.epoch, 1)} of {s.epochs}, batch {s.batch} of {s.n_batches}"
     elif not s.history:  # the first batch comes after the filters are measured once: seconds on a busy CPU
@@ -364,7 +370,18 @@ def progress_text(s, elapsed: float, left: float | None) -> str:
     else:
         where = f"Epoch {s.epoch} of {s.epochs}: starting"
     when = f"about {fmt_seconds(left)} left" if left is not None else "estimating the time left…"
-    return f"{where} · {fmt_seconds(elapsed)} so far · {when}"
+    return f"{where} · {fmt_seconds(s.clock)} so far · {when}"
+
+
+def filters_title(s) -> str:
+    """The live heatmap's title: the epoch its filters were measured after (0: before training began)."""
+    epoch = s.snapshots[-1][0]
+    return f"The 40 filters after epoch {epoch}" if epoch else "The 40 filters before training (epoch 0)"
+
+
+EPOCH_ZERO = ("Epoch 0 is where training started: the filters before the first epoch (the shipped model's when "
+              "“Start from the default model's filters” is on, random otherwise). Press ▶ to watch them move, "
+              "or drag the slider.")
 
 
 def finished(job: TrainingJob, state) -> None:
@@ -376,6 +393,7 @@ def finished(job: TrainingJob, state) -> None:
     st.success(f"“{ck.name}” is trained and selected in the sidebar: try it on the Classify page.")
     if state.snapshots and state.freqs is not None:
         chart(plots.filter_evolution_figure(state.snapshots, state.freqs), "train_evolution")
+        st.caption(EPOCH_ZERO)
     blobs = st.session_state.setdefault("train_blobs", {})
     if job.id not in blobs:
         blobs.clear()
@@ -403,9 +421,9 @@ def live_view() -> None:
     if job is None:
         return
     job.heartbeat()
-    s = job.snapshot()
+    s = job.snapshot()  # the one snapshot everything below is drawn from: status line, curves, heatmap title
     if s.status == "running":
-        st.progress(s.fraction, text=progress_text(s, job.elapsed, job.eta()))
+        st.progress(s.fraction, text=progress_text(s))
         st.button("Stop training", key="train_stop", on_click=job.stop, type="primary")
         st.caption("Closing this tab does not lose your model: this page's address (bookmark it) brings the run "
                    f"back. Without a page watching, the run stops after {HEARTBEAT_TIMEOUT:.0f} s and keeps what "
@@ -415,7 +433,7 @@ def live_view() -> None:
     else:
         st.progress(1.0 if s.status == "done" else s.fraction,
                     text=f"{'Finished' if s.status == 'done' else 'Stopped'} after {len(s.history)} epochs "
-                         f"in {fmt_seconds(job.elapsed)}.")
+                         f"in {fmt_seconds(s.clock)}.")
         if s.message:
             st.info(s.message)
     if s.history or s.batch_losses:
@@ -423,15 +441,14 @@ def live_view() -> None:
     # A finished run shows the same heatmap as the last frame of "How the filters evolved": draw it once.
     evolution_follows = s.status in ("done", "stopped") and job.result is not None and s.snapshots
     if s.latest is not None and not evolution_follows:
-        chart(plots.frequency_response_figure(s.latest, sort=True, title=f"The 40 filters after epoch {s.snapshots[-1][0]}"),
-              "train_filters")
+        chart(plots.frequency_response_figure(s.latest, sort=True, title=filters_title(s)), "train_filters")
     if s.status in ("done", "stopped"):
         finished(job, s)
     elif s.status == "running" and not job.running:
         st.rerun()  # the thread ended between snapshot and now: redraw the final state
 
 
-def queue_view(me: str) -> None:
+def queue_view(me: str, where) -> None:
     """The server's one whole-network training is taken (or promised to the first in line): this visitor's
     place in the line, kept while the page is open; the page wakes up when it is their turn."""
     if SLOT.position(me) is None:
@@ -440,9 +457,9 @@ def queue_view(me: str) -> None:
             text = f"The server is busy training another visitor's model (for {fmt_seconds(SLOT.busy_for())} so far)"
         else:
             text = "The server's training is free, but it is another visitor's turn to start"
-        st.warning(text + (f"; {waiting} visitor{'s are' if waiting != 1 else ' is'} waiting" if waiting else "")
-                   + ". Join the queue to train when it is your turn, or train your own classes few-shot now.")
-        st.button("Join the queue", key="train_queue", on_click=SLOT.join, args=(me,))
+        where.warning(text + (f"; {waiting} visitor{'s are' if waiting != 1 else ' is'} waiting" if waiting else "")
+                      + ". Join the queue to train when it is your turn, or train your own classes few-shot now.")
+        where.button("Join the queue", key="train_queue", on_click=SLOT.join, args=(me,))
         return
 
     @st.fragment(run_every=2.0)
@@ -453,11 +470,12 @@ def queue_view(me: str) -> None:
         st.info(f"You are number {place} in the queue for the server's training"
                 f"{' (next)' if place == 1 else ''}. Keep this page open: your place is kept while it is.")
 
-    watch()
-    st.button("Leave the queue", key="train_leave_queue", on_click=SLOT.leave, args=(me,))
+    with where:
+        watch()
+        st.button("Leave the queue", key="train_leave_queue", on_click=SLOT.leave, args=(me,))
 
 
-def your_turn(me: str) -> None:
+def your_turn(me: str, where) -> None:
     """The slot is free and this visitor is first in line: a countdown, so the rest of the line is not held
     up by an open tab nobody is looking at."""
 
@@ -470,10 +488,13 @@ def your_turn(me: str) -> None:
         st.success(f"It is your turn: start your training within {left:.0f} s, or the next visitor in line "
                    "gets it.")
 
-    countdown()
+    with where:
+        countdown()
 
 
-def full_network_training(train_ds, val_ds) -> None:
+def full_network_training(train_ds, val_ds, notice) -> None:
+    """The whole-network settings and Start; `notice`, a place at the top of the page, gets the server's
+    queue (busy, your place, your turn), so that a phone shows it on the first screen."""
     cfg, name = settings(len(train_ds) if train_ds is not None else None)
     job: TrainingJob | None = st.session_state.get(JOB)
     mine_running = job is not None and job.running
@@ -481,9 +502,9 @@ def full_network_training(train_ds, val_ds) -> None:
     my_turn = SLOT.turn_left(me) is not None
     busy = not mine_running and not my_turn and (SLOT.owner is not None or SLOT.waiting > 0)
     if busy:
-        queue_view(me)
+        queue_view(me, notice)
     elif my_turn:
-        your_turn(me)
+        your_turn(me, notice)
     if train_ds is not None:
         st.caption(f"Training on {len(train_ds)} clips of {len(train_ds.classes)} classes"
                    + (f", validating on {len(val_ds)}." if val_ds is not None else ", no validation."))
@@ -502,14 +523,15 @@ def full_network_training(train_ds, val_ds) -> None:
                    "be next.")
 
 
-page_setup()
+page_setup(TRAIN_PAGE)
 st.header("Train your own EnvNet")
 st.caption("Your own classes train in seconds (a new last layer on the shipped model), many visitors at once. "
            "Training the whole network runs on this server's CPU, one training at a time for everyone.")
+notice = st.container()  # "the server is busy" and the queue: here, on a phone's first screen, not under the settings
 train_ds, val_ds = choose_data()
 few_shot_only = st.session_state.get("train_source") == "Your own classes" and train_ds is None
 if not few_shot_only:  # the few-shot recipe needs none of the whole-network settings
-    full_network_training(train_ds, val_ds)
+    full_network_training(train_ds, val_ds, notice)
 
 job = st.session_state.get(JOB)
 if job is not None:

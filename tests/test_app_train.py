@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from streamlit.testing.v1 import AppTest
 
 from envnet import recordings
 from envnet.audio import load_audio
-from envnet.jobs import SLOT
+from envnet.jobs import SLOT, RunState
+from envnet.spectra import FrequencyResponse, centres_and_order
 
 
 def wav(freq: float, seconds: float = 1.0, sr: int = 16_000, amplitude: float = 0.5) -> bytes:
@@ -149,11 +151,107 @@ def test_tiny_training_shows_curves_filters_and_the_model_becomes_selectable(tra
     evolution = figure(at, "How the filters evolved")
     assert [f["name"] for f in evolution["frames"]] == ["0", "1", "2"]
     assert evolution["data"][0]["type"] == "heatmap" and evolution["layout"]["sliders"][0]["active"] == 2
+    # Rows in Hz as on the live heatmap (not filter numbers 0–39), and epoch 0 explained.
+    assert "Hz" in evolution["layout"]["yaxis"]["title"]["text"] and evolution["layout"]["yaxis"]["ticktext"]
+    assert any(c.value.startswith("Epoch 0 is where training started") for c in at.caption)
+    # The model card says truthfully where its data came from: uploaded and recorded examples.
+    assert any(c.value.startswith("Data: your own examples") for c in at.sidebar.caption)
     # The final filters are drawn once, as the evolution's last frame: not again as a separate heatmap.
     assert not any(t.startswith("The 40 filters after epoch") for t in titles(at))
     assert {b.label for b in at.get("download_button")} >= {"Download weights (.safetensors)",
                                                               "Download model card (.json)"}
     assert any("is trained and selected" in m.value for m in at.success)
+
+
+def test_the_whole_network_toggle_shows_only_its_own_controls(train_page):
+    """With "Advanced: train the whole network" on, the few-shot name and Train button went away; only the
+    chosen way's controls show, and switching back brings them back."""
+    at = train_page
+    add_own_classes(at)
+    assert "fs_train" in keys(at, "button") and "fs_name" in keys(at, "text_input")
+    assert "train_start" not in keys(at, "button")
+    full_network(at)
+    assert not at.exception
+    assert "fs_train" not in keys(at, "button") and "fs_name" not in keys(at, "text_input")
+    assert "train_start" in keys(at, "button") and "train_name" in keys(at, "text_input")
+    at.toggle(key="train_full_own").set_value(False).run()
+    assert "fs_train" in keys(at, "button") and "train_start" not in keys(at, "button")
+
+
+def page_order(at: AppTest) -> list[tuple[str, str]]:
+    """The main area's elements top to bottom, as (type, label or text)."""
+    out = []
+
+    def walk(node) -> None:
+        children = getattr(node, "children", None)
+        if children:
+            for child in children.values():
+                walk(child)
+            return
+        text = getattr(node, "label", None) or getattr(node, "value", "")
+        out.append((node.type, text if isinstance(text, str) else ""))
+
+    walk(at.main)
+    return out
+
+
+def keys(at: AppTest, kind: str) -> set[str]:
+    return {w.key for w in at.get(kind)}
+
+
+class SteppingJob:
+    """A stand-in training that moves on by one epoch every time anyone looks at it: a page that took two
+    snapshots in one redraw would show two epochs."""
+
+    def __init__(self) -> None:
+        self.id, self.token, self.name, self.running, self.result = "fake", "fake-token", "fake-model", True, None
+        self.looks = 0
+        self.fr = fake_response()
+
+    def heartbeat(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+    def snapshot(self) -> RunState:
+        self.looks += 1
+        e = self.looks  # epoch e has just ended and its filters were measured
+        return RunState("running", 50, e, 4, 4, 1.0, [{"epoch": i, "train_loss": 1.0, "train_acc": 0.5}
+                                                     for i in range(1, e + 1)],
+                        [], [(i, self.fr.response) for i in range(e + 1)], self.fr.freqs, self.fr, None, "",
+                        clock=10.0 * e, seconds_left=5.0)
+
+
+def fake_response() -> FrequencyResponse:
+    freqs = np.geomspace(10, 8000, 30)
+    response = np.exp(-0.5 * ((np.arange(30)[None] - (np.arange(40) % 30)[:, None]) / 2.0) ** 2)
+    centres, order = centres_and_order(response, freqs)
+    return FrequencyResponse(freqs, response, order, centres)
+
+
+def test_one_redraw_of_a_run_names_one_epoch(train_page):
+    """The sidebar, the status line and the filter heatmap's title once named different epochs for a moment,
+    each from its own look at the run: now the Train page draws from one snapshot, and the sidebar there
+    names no epoch of its own."""
+    at = train_page
+    at.session_state["train_job"] = SteppingJob()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    status = [p.proto.text for p in at.get("progress") if p.proto.text.startswith("Epoch")]
+    assert len(status) == 1, status
+    said = int(re.match(r"Epoch (\d+) of 50", status[0]).group(1))
+    heat = [t for t in titles(at) if t.startswith("The 40 filters after epoch")]
+    assert heat == [f"The 40 filters after epoch {said}"]
+    assert f" {10 * said} s so far" in status[0]  # the clock of the same snapshot
+    sidebar = [c.value for c in at.sidebar.caption if c.value.startswith("Training “fake-model”")]
+    assert sidebar == ["Training “fake-model”: its progress is on this page."]
+    # On another page the sidebar is where the run's progress shows.
+    at.switch_page("pages/classify.py").run()
+    assert any(re.search(r"Training “fake-model”: epoch \d+ of 50", c.value) for c in at.sidebar.caption)
 
 
 def test_stop_ends_the_run_and_keeps_the_model(train_page):
@@ -309,6 +407,11 @@ def test_a_busy_server_shows_each_visitor_their_place_in_the_queue(train_page):
     try:
         at.run()
         assert any("busy training another visitor's model" in w.value for w in at.warning)
+        # On a phone it was under the data choice and all the settings, off the first screen: now it comes
+        # first, right under the page's title.
+        shown = page_order(at)
+        busy = next(i for i, (kind, text) in enumerate(shown) if "busy training" in text)
+        assert busy < shown.index(("radio", "Training data")), shown[: busy + 1]
         at.button(key="train_queue").click().run()
         other.run()
         other.button(key="train_queue").click().run()

@@ -19,6 +19,7 @@ from envnet import plots
 from envnet.model import N_BANDS, N_FRAMES, SAMPLE_RATE, WINDOW, build_model
 from envnet.spectra import (
     FrequencyResponse,
+    centres_and_order,
     kernel_spectra,
     learned_spectrogram,
     mel_band_centres,
@@ -191,6 +192,39 @@ def test_filter_evolution_has_one_frame_per_epoch_and_a_slider():
     assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["▶", "❚❚"]
     with pytest.raises(ValueError):
         plots.filter_evolution_figure([], freqs)
+
+
+def test_filter_evolution_labels_its_rows_in_hz_as_the_live_heatmap_does():
+    """The heatmap after a run once numbered its rows 0–39 while the live one during the run showed Hz: both
+    now come from one builder, rows in the final snapshot's centre-frequency order, ticks at those centres."""
+    freqs = np.geomspace(10, 8000, 30)
+    snaps = [(e, fake_response(seed=e).response) for e in range(3)]
+    fig = plots.filter_evolution_figure(snaps, freqs)
+    centres, order = centres_and_order(snaps[-1][1], freqs)
+    live = plots.frequency_response_figure(FrequencyResponse(freqs, snaps[-1][1], order, centres), sort=True)
+    assert list(fig.layout.yaxis.ticktext) == list(live.layout.yaxis.ticktext)
+    assert list(fig.layout.yaxis.tickvals) == list(live.layout.yaxis.tickvals)
+    assert all(re.fullmatch(r"\d+(\.\d)?k?", t) for t in fig.layout.yaxis.ticktext)  # "95", "1.2k": Hz, not rows
+    assert "Hz" in fig.layout.yaxis.title.text
+    np.testing.assert_allclose(np.asarray(fig.frames[-1].data[0].z), np.asarray(live.data[0].z))
+    # Hover names the filter (its network index) in every frame, not a row number.
+    assert np.asarray(fig.frames[0].data[0].customdata)[:, 0].tolist() == list(order)
+    # The slider says what its numbers are: the filters after that epoch, epoch 0 being the start.
+    assert fig.layout.sliders[0].currentvalue.prefix == "filters after epoch "
+
+
+def test_log_frequency_axes_show_only_a_few_readable_ticks():
+    """Plotly's own log ticks put small "2" and "5" labels between the decades, crowding them at 1400 px."""
+    freqs = np.geomspace(10, 8000, 30)
+    figs = [plots.frequency_response_figure(fake_response()),
+            *plots.filterbank_comparison(fake_response(seed=1), fake_response(seed=2)),
+            plots.filter_evolution_figure([(0, fake_response().response)], freqs)]
+    for fig in figs:
+        axis = fig.layout.xaxis
+        assert axis.type == "log" and axis.tickmode == "array"
+        assert list(axis.ticktext) == ["10", "30", "100", "300", "1k", "3k"]
+        # Evenly spread on the log axis: no two labels closer than 0.45 of a decade.
+        assert np.diff(np.log10(axis.tickvals)).min() >= 0.45
 
 
 def test_training_curves_loss_and_accuracy_figures_with_legends_underneath():

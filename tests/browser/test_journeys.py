@@ -212,7 +212,7 @@ def test_train_own_classes_shows_curves_and_filters_and_the_model_is_usable_on_c
     pw.fill_number(page, "Batch size", 8)
     pw.choose_option(m, "Classifier width", "64")
     pw.wait_idle(page)
-    pw.set_text(page, "Model name", model_name, nth=-1)  # the whole network's, below the few-shot one
+    pw.set_text(page, "Model name", model_name)  # the whole network's: the few-shot one is hidden in this mode
     m.get_by_text("Training on 6 clips of 2 classes").wait_for()
     pw.assert_no_errors(page)
 
