@@ -228,7 +228,7 @@ class _FilterCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._items: OrderedDict[tuple[int, int], T.Resample] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @staticmethod
     def _bytes(r: T.Resample) -> int:
@@ -244,7 +244,7 @@ class _FilterCache:
         r = T.Resample(orig_sr, new_sr)
         with self._lock:
             self._items[key] = r
-            while len(self._items) > 1 and sum(map(self._bytes, self._items.values())) > self.max_bytes:
+            while len(self._items) > 1 and self.nbytes > self.max_bytes:
                 self._items.popitem(last=False)
         return r
 
@@ -252,10 +252,6 @@ class _FilterCache:
     def nbytes(self) -> int:
         with self._lock:
             return sum(map(self._bytes, self._items.values()))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 _filters = _FilterCache(FILTER_CACHE_BYTES)

@@ -16,7 +16,6 @@ import os
 import re
 import site
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +27,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
-from envnet import limits
+from envnet import atomic, limits
 from envnet.model import SAMPLE_RATE, WINDOW, EnvNet, build_model
 from envnet.verdict import Calibration
 
@@ -104,27 +103,11 @@ def make_card(model: EnvNet, classes: list[str], name: str, **extra) -> dict:
     return card
 
 
-def _atomic_write(path: Path, data: bytes, exclusive: bool = False) -> None:
-    """Write to a temp file in the same folder, fsync, then put it in place in one step: a reader sees the
-    old file or the new one. exclusive: a hard link instead of a rename, which fails when the name exists,
-    so two writers of one name cannot both win."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _write(path: Path, data: bytes, exclusive: bool = False) -> None:
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
-        if not exclusive:
-            os.replace(tmp, path)
-            return
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise CheckpointError(f"a checkpoint called {path.stem!r} already exists") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        atomic.write(path, data, exclusive)
+    except FileExistsError:
+        raise CheckpointError(f"a checkpoint called {path.stem!r} already exists") from None
 
 
 # ---- names and paths ----------------------------------------------------------------------------
@@ -178,12 +161,12 @@ def save(stem: str | Path, model: EnvNet, card: dict, half: bool = True, exclusi
     that fails when the name exists), so two visitors saving the same name at once cannot both win."""
     weights, card_path = paths(stem)
     if not exclusive:
-        _atomic_write(weights, state_bytes(model, half))
-        _atomic_write(card_path, json.dumps(card, indent=2).encode())
+        _write(weights, state_bytes(model, half))
+        _write(card_path, json.dumps(card, indent=2).encode())
         return weights
-    _atomic_write(card_path, json.dumps(card, indent=2).encode(), exclusive=True)  # the card first: it claims the name
+    _write(card_path, json.dumps(card, indent=2).encode(), exclusive=True)  # the card first: it claims the name
     try:
-        _atomic_write(weights, state_bytes(model, half), exclusive=True)
+        _write(weights, state_bytes(model, half), exclusive=True)
     except BaseException:
         card_path.unlink(missing_ok=True)
         raise
@@ -210,8 +193,8 @@ def save_training_state(stem: str | Path, model: torch.nn.Module, optimizer: tor
     text = json.dumps(info)
     # The bookkeeping also rides inside the weights file, so one atomic rename commits both: a kill
     # between the two writes cannot pair new weights with an old epoch count. The .json is for people.
-    _atomic_write(weights, st_save(tensors, metadata={STATE_KEY: text}))
-    _atomic_write(meta, text.encode())
+    _write(weights, st_save(tensors, metadata={STATE_KEY: text}))
+    _write(meta, text.encode())
 
 
 def load_training_state(stem: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -8,8 +8,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import statistics
 import sys
 from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from envnet import checkpoint, cpu, download, plots
+from envnet.audio import AudioError, TooLongError, load_audio, windows
+from envnet.data import load_waves, read_dataset, read_esc50
+from envnet.evaluate import evaluate
+from envnet.fewshot import train_few_shot
+from envnet.model import SAMPLE_RATE
+from envnet.predict import SEGMENT_HOP, predict
+from envnet.spectra import frequency_response, learned_spectrogram, mel_spectrogram
+from envnet.train import TrainConfig, Trainer, resolve_device
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT = 0, 2, 3
 
@@ -35,8 +52,6 @@ def _checkpoint_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _load_checkpoint(path: str | None):
-    from envnet import checkpoint
-
     try:
         return checkpoint.load(path or checkpoint.default_checkpoint())
     except checkpoint.CheckpointError as e:
@@ -44,8 +59,6 @@ def _load_checkpoint(path: str | None):
 
 
 def _load_audio(path: str, max_seconds: float | None = 60.0):
-    from envnet.audio import AudioError, TooLongError, load_audio
-
     try:
         return load_audio(path, max_seconds=max_seconds or None)
     except TooLongError as e:
@@ -80,8 +93,6 @@ def _max_seconds_arg(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from envnet.predict import SEGMENT_HOP, predict
-
     ckpt = _load_checkpoint(args.checkpoint)
     status = EXIT_OK
     for f in args.files:
@@ -116,14 +127,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     evenly spaced crops; 1 window for clips up to 1.5 s). The HTML shows the loudest window unless
     --window picks another; it embeds plotly.js, so it opens offline.
     """
-    import numpy as np
-    import torch
-
-    from envnet import plots
-    from envnet.audio import windows
-    from envnet.model import SAMPLE_RATE
-    from envnet.spectra import frequency_response, learned_spectrogram, mel_spectrogram
-
     ckpt = _load_checkpoint(args.checkpoint)
     wave = _load_audio(args.file, args.max_seconds)
     batch, starts = windows(wave)
@@ -159,14 +162,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _read_data(args: argparse.Namespace):
-    from envnet.data import load_waves, read_dataset
-
     try:
         ds = read_dataset(args.data, args.subset)
     except (FileNotFoundError, ValueError) as e:
         raise InputError(str(e)) from e
-    from tqdm import tqdm
-
     bar = tqdm(total=len(ds), desc="decoding", unit="clip", disable=not sys.stderr.isatty() and not args.progress)
 
     def progress(i: int, n: int) -> None:
@@ -178,8 +177,6 @@ def _read_data(args: argparse.Namespace):
 
 
 def _train_config(args: argparse.Namespace):
-    from envnet.train import TrainConfig
-
     return TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bc=args.bc, augment=args.augment,
         fc_width=args.fc_width,
@@ -191,9 +188,6 @@ def _train_config(args: argparse.Namespace):
 
 def cmd_train_few_shot(args: argparse.Namespace) -> int:
     """The Train page's default recipe: the shipped model as a frozen embedding and a new fc7 (envnet/fewshot.py)."""
-    from envnet import checkpoint
-    from envnet.fewshot import train_few_shot
-
     ds = _read_data(args)
     examples = {c: [w for cl, w in zip(ds.clips, ds.waves, strict=True) if cl.label == k]
                 for k, c in enumerate(ds.classes)}
@@ -216,14 +210,6 @@ def cmd_train_few_shot(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import os
-
-    import torch
-    import torch.distributed as dist
-    from tqdm import tqdm
-
-    from envnet.train import Trainer, resolve_device
-
     if args.few_shot:
         return cmd_train_few_shot(args)
     try:
@@ -262,14 +248,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(train_ds, val_ds, _train_config(args), out=args.out, callbacks=[on_event],
                       card_extra={"command": "python -m envnet " + " ".join(sys.argv[1:])})
     if rank == 0 and trainer.device.type == "cpu" and trainer.config.bf16 == "auto":
-        from envnet import cpu
-
         tqdm.write(f"precision {cpu.plan().reasons['train']}")
     if args.resume and trainer.resume():
         bar.update(trainer.epoch)
         tqdm.write(f"resumed at epoch {trainer.epoch}")
-    import signal
-
     signal.signal(signal.SIGINT, lambda *_: trainer.stop())
     trainer.run()
     bar.close()
@@ -282,8 +264,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from envnet.evaluate import evaluate
-
     ckpt = _load_checkpoint(args.checkpoint)
     ds = _read_data(args)
     if ds.classes != ckpt.classes and sorted(ds.classes) == sorted(ckpt.classes):
@@ -338,13 +318,6 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_crossval(args: argparse.Namespace) -> int:
-    import statistics
-
-    from tqdm import tqdm
-
-    from envnet.evaluate import evaluate
-    from envnet.train import Trainer
-
     ds = _read_data(args)
     folds = args.folds or ds.folds
     unknown = sorted(set(folds) - set(ds.folds))
@@ -381,9 +354,6 @@ def cmd_crossval(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from envnet import download
-    from envnet.data import read_esc50
-
     try:
         root = download.download(args.dataset, args.root, url=args.url, sha256=args.sha256, progress=not args.quiet)
         ds = read_esc50(root, download.SOURCES[args.dataset].subset)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from envnet import atomic
 from envnet.data import CACHE_DIR
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.predict import predict
@@ -160,10 +161,7 @@ def _write_cache(key: str, probe: dict) -> None:
         data = json.loads(CACHE_FILE.read_text()) if CACHE_FILE.is_file() else {}
         data = data if isinstance(data, dict) else {}
         data[key] = probe
-        CACHE_FILE.parent.mkdir(parents=True, exist_ok=True)
-        tmp = CACHE_FILE.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, CACHE_FILE)
+        atomic.write(CACHE_FILE, json.dumps(data, indent=1).encode())
     except (OSError, ValueError):
         pass  # a read-only home only costs the probe again next time
 

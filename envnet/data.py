@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import math
 import os
 import random
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from envnet import atomic
 from envnet.audio import AUDIO_EXTENSIONS, AudioError, load_audio
 from envnet.model import SAMPLE_RATE, WINDOW
 
@@ -149,10 +151,9 @@ def load_waves(ds: Dataset, cache_dir: Path | None = CACHE_DIR, trim: bool = Tru
             except AudioError:
                 wave = torch.zeros(0)
             if cached is not None:
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
-                np.save(tmp, wave.numpy())
-                os.replace(tmp, cached)
+                npy = io.BytesIO()
+                np.save(npy, wave.numpy())
+                atomic.write(cached, npy.getvalue())
         waves.append(wave)
         if progress:
             progress(i + 1, len(ds.clips))

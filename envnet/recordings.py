@@ -35,6 +35,8 @@ MAX_TOTAL_SECONDS = 10 * 60  # decoded audio kept in memory per zip (and per ses
 MAX_UNPACKED_BYTES = 256 << 20
 MAX_MEMBER_BYTES = 32 << 20
 MIN_EXAMPLE_SAMPLES = SAMPLE_RATE // 20  # 50 ms: shorter is a click, not an example of a sound
+BACKGROUND = "background"  # the class of "none of my sounds": the room, recorded
+LONG_UPLOAD = 4.0  # seconds: an uploaded file longer than this is a session, split into examples
 
 
 def _new_id() -> str:
@@ -126,9 +128,13 @@ class OwnClasses:
             raise ValueError("every piece it was split into was too short or silent.")
         return added
 
-    def add_file(self, class_name: str, name: str, data: bytes) -> Example:
-        """Decode (trimming silence at the ends), check and keep a sound file; AudioError when it is not one."""
-        return self.add(class_name, name, load_audio(data, trim=True))
+    def add_file(self, class_name: str, name: str, data: bytes, session: bool = False) -> list[Example]:
+        """Decode and keep a sound file: one example, or, for a recording session or a file longer than
+        LONG_UPLOAD, one per sound in it (add_session). ValueError (AudioError included) when nothing is kept."""
+        wave = load_audio(data, trim=not session)  # a session's pauses are where it is split: keep them
+        if session or wave.numel() > LONG_UPLOAD * SAMPLE_RATE:
+            return self.add_session(class_name, wave, background=class_name == BACKGROUND)
+        return [self.add(class_name, name, wave)]
 
     def to_zip(self) -> bytes:
         """CLASS/NAME.wav for every example (see `to_zip` below), kept until the examples change."""

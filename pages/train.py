@@ -12,7 +12,6 @@ from pathlib import Path
 import streamlit as st
 
 from envnet import checkpoint, download, limits, plots, recordings
-from envnet.audio import load_audio
 from envnet.checkpoint import Checkpoint, safe_name
 from envnet.data import Dataset, load_waves, read_dataset, read_esc50
 from envnet.examples import dataset_roots
@@ -37,8 +36,6 @@ from pages._ui import (
 OWN = "own_classes"  # this session's recordings.OwnClasses
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
 _DOWNLOAD_LOCK = threading.Lock()  # one dataset download per server
-BACKGROUND = "background"  # the class of "none of my sounds": the room, recorded
-LONG_UPLOAD = 4.0  # seconds: an uploaded file longer than this is a session, split into examples
 VISITOR = "train_visitor"  # this session's place-holder in the server's training queue
 FEW_SHOT = "fewshot_result"  # this session's last few-shot training: (FewShotResult, model name)
 
@@ -57,32 +54,27 @@ def add_class() -> None:
 
 
 def add_example(class_name: str, file_id: str, name: str, data: bytes, session: bool = False) -> None:
-    """Keep one example; a recording session, or an uploaded file longer than LONG_UPLOAD seconds, is split
-    into one example per sound in it (envnet.segment)."""
+    """Keep one example, or the examples a recording session or long upload is split into."""
     seen = st.session_state[SEEN]
     if file_id in seen:
         return
     seen.add(file_id)
-    own = own_classes()
     try:
-        wave = load_audio(data, trim=not session)
-        if session or wave.numel() > LONG_UPLOAD * SAMPLE_RATE:
-            added = own.add_session(class_name, wave, background=class_name == BACKGROUND)
-            st.session_state["own_msg_ok"] = (f"“{name}” was split into {len(added)} example"
-                                              f"{'s' * (len(added) != 1)} of “{class_name}”: listen to them "
-                                              "below and remove any that are not the sound.")
-        else:
-            own.add(class_name, name, wave)
-            return
+        added = own_classes().add_file(class_name, name, data, session=session)
     except ValueError as e:  # AudioError included
         st.error(f"“{name}” was not added: {e}")
         return
+    if len(added) == 1 and not session and added[0].name == name:
+        return
+    st.session_state["own_msg_ok"] = (f"“{name}” was split into {len(added)} example"
+                                      f"{'s' * (len(added) != 1)} of “{class_name}”: listen to them "
+                                      "below and remove any that are not the sound.")
     st.rerun()  # the message above the classes says what the split made
 
 
 def add_background() -> None:
     try:
-        own_classes().add_class(BACKGROUND)
+        own_classes().add_class(recordings.BACKGROUND)
     except ValueError as e:
         st.session_state["own_msg"] = str(e)
 
@@ -94,7 +86,7 @@ def own_classes_editor() -> None:
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     c1.text_input("New class name", key="own_new_class", placeholder="e.g. clap")
     c2.button("Add class", key="own_add_class", on_click=add_class, width="stretch")
-    if BACKGROUND not in own.classes:
+    if recordings.BACKGROUND not in own.classes:
         st.button("Add a background class (record 10 s of the room)", key="own_add_background",
                   on_click=add_background,
                   help="Sounds that are none of your classes: with it, the model can answer “background” "
@@ -111,7 +103,7 @@ def own_classes_editor() -> None:
             for f in ups or []:
                 add_example(name, f"up:{f.file_id}", f.name, f.getvalue())
                 release_upload(f)  # decoded and kept as a wave: the file's bytes need not stay on the server
-            if name == BACKGROUND:
+            if name == recordings.BACKGROUND:
                 label = "Record 10 s of the room (talking, chairs, quiet: whatever is usual here)"
             else:
                 label = f"Record a session of “{name}”: 10–20 s of the sound again and again, short pauses between"

@@ -160,3 +160,20 @@ def test_own_classes_round_trip_through_a_zip_and_become_datasets():
     small.add("a", "a.wav", tone(300))
     small.add("b", "b.wav", tone(900))
     assert small.to_dataset(holdout=5)[1] is None  # too few examples to hold any out: train on all
+
+
+def test_an_uploaded_file_is_one_example_and_a_long_one_or_a_session_is_split_at_its_sounds():
+    own = recordings.OwnClasses()
+    silent_ends = np.concatenate([np.zeros(SR // 2), np.asarray(tone(440, 1.0)), np.zeros(SR // 2)])
+    [kept] = own.add_file("whistle", "w.wav", wav_bytes(silent_ends))
+    assert kept.name == "w.wav" and kept.wave.numel() < 1.1 * SR  # one example, its silent ends trimmed
+
+    rng = np.random.default_rng(0)
+    knocks = 0.003 * rng.standard_normal(8 * SR)  # 8 s of room noise with a knock every second
+    for k in range(7):
+        i = int((0.5 + k) * SR)
+        knocks[i : i + 640] += 0.6 * np.exp(-np.arange(640) / 128) * rng.standard_normal(640)
+    added = own.add_file("knock", "knocks.wav", wav_bytes(knocks))  # longer than LONG_UPLOAD: a session
+    assert [e.name for e in added] == [f"take {k + 1}" for k in range(7)]
+    assert len(own.add_file("knock", "short.wav", wav_bytes(knocks[: 3 * SR]), session=True)) == 3
+    assert [e.name for e in own.classes["knock"].examples][-3:] == ["take 8", "take 9", "take 10"]
