@@ -96,19 +96,28 @@ def bench_library(lengths=(10, 60, 300)) -> dict:
     return out
 
 
-AFTERPLOT_JS = """
+# Every time the page shows a new learned map (a new element carrying the server's data-arrived), wait until
+# its image is decoded and the next frame is painted, then note the page's clock beside data-arrived. Also the
+# main thread's long tasks (over 50 ms), to see how busy drawing keeps the browser.
+ON_SCREEN_JS = """
 () => {
   window.__live = [];
-  const hook = gd => {
-    if (gd.__liveHooked) return;
-    gd.__liveHooked = true;
-    gd.on('plotly_afterplot', () => {
-      const m = (gd.layout && gd.layout.meta) || {};
-      const title = gd.layout && gd.layout.title ? gd.layout.title.text : '';
-      if (m.arrived > 0 && title.startsWith('Learned')) window.__live.push([Date.now() / 1000, m.arrived, m.seconds]);
+  window.__long = [];
+  const seen = new Set();
+  const check = () => {
+    document.querySelectorAll('.envnet-map[data-kind="learned"]').forEach(el => {
+      const arrived = parseFloat(el.dataset.arrived);
+      if (!(arrived > 0) || seen.has(arrived)) return;
+      seen.add(arrived);
+      const heard = (parseInt(el.dataset.firstFrame) + parseInt(el.dataset.columns)) * 0.01;
+      const img = el.querySelector('img');
+      (img ? img.decode().catch(() => {}) : Promise.resolve()).then(() => requestAnimationFrame(
+        () => setTimeout(() => window.__live.push([Date.now() / 1000, arrived, heard]), 0)));
     });
   };
-  setInterval(() => document.querySelectorAll('.js-plotly-plot').forEach(hook), 100);
+  new MutationObserver(check).observe(document.body, {childList: true, subtree: true});
+  new PerformanceObserver(list => list.getEntries().forEach(e => window.__long.push(e.duration)))
+    .observe({type: 'longtask'});
 }
 """
 
@@ -132,12 +141,14 @@ def bench_browser(seconds: float = 40.0) -> dict:
             browser = launch_with_microphone(p, wav)
             page = new_context(browser, permissions=["microphone"]).new_page()
             pw.open_app(page, srv.url, "live")
-            pw.wait_plot(page, "Learned spectrogram, live")
-            page.evaluate(AFTERPLOT_JS)
+            page.locator('.envnet-map[data-kind="learned"]').wait_for()
+            page.evaluate(ON_SCREEN_JS)
             load = os.getloadavg()[0]
             page.frame_locator(WEBRTC_FRAME).get_by_role("button", name="Start").click()
             page.wait_for_timeout(int(seconds * 1000))
             rows = page.evaluate("() => window.__live")
+            long_tasks = page.evaluate("() => window.__long")
+            load_end = os.getloadavg()[0]
             browser.close()
     finally:
         srv.stop()
@@ -146,12 +157,17 @@ def bench_browser(seconds: float = 40.0) -> dict:
         raise RuntimeError(f"only {len(rows)} live redraws were seen")
     lat = [shown - arrived for shown, arrived, _ in rows]
     gaps = [b[0] - a[0] for a, b in zip(rows, rows[1:], strict=False)]
-    out = {"load_at_start": load, "redraws": len(rows), "arrival_to_screen": stats(lat),
+    out = {"load_at_start": load, "load_at_end": load_end, "redraws": len(rows), "arrival_to_screen": stats(lat),
            "p95_arrival_to_screen_ms": 1e3 * float(np.percentile(lat, 95)),
-           "redraw_interval": stats(gaps), "redraws_per_s": 1 / statistics.median(gaps)}
+           "redraw_interval": stats(gaps), "redraws_per_s": 1 / statistics.median(gaps),
+           "redraws_per_s_mean": (len(rows) - 1) / (rows[-1][0] - rows[0][0]),
+           "long_tasks_s_per_10s": 10 * sum(long_tasks) / 1e3 / seconds, "longest_task_ms": max(long_tasks, default=0)}
     log(f"arrival → on screen: {fmt(stats(lat))}, p95 {out['p95_arrival_to_screen_ms']:.0f} ms "
-        f"({len(rows)} redraws; load {load:.1f} at the start)")
-    log(f"maps redrawn every {fmt(stats(gaps))} = {out['redraws_per_s']:.1f} per second")
+        f"({len(rows)} redraws; load {load:.1f} at the start, {load_end:.1f} at the end)")
+    log(f"maps redrawn every {fmt(stats(gaps))} = {out['redraws_per_s']:.1f} per second "
+        f"(mean over the run {out['redraws_per_s_mean']:.1f} per second)")
+    log(f"browser main thread in long tasks: {out['long_tasks_s_per_10s']:.2f} s per 10 s, "
+        f"longest {out['longest_task_ms']:.0f} ms")
     return out
 
 

@@ -7,13 +7,18 @@ when the rows are sorted by centre frequency, else indices 0–39.
 
 from __future__ import annotations
 
+import base64
+import functools
 import html
+import io
+import re
 from collections.abc import Sequence
 
 import numpy as np
 import plotly.colors
 import plotly.graph_objects as go
 import torch
+from PIL import Image
 
 from envnet.model import N_BANDS, N_FRAMES, POOL, SAMPLE_RATE, WINDOW
 from envnet.spectra import FRAME_CENTRE, FrequencyResponse, centres_and_order, mel_band_centres
@@ -36,8 +41,6 @@ TOP_MARGIN = 64
 # Passed to st.plotly_chart by the pages: a short toolbar, no plotly logo.
 CHART_CONFIG = {"displaylogo": False,
                 "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"]}
-# For figures redrawn several times a second (the Live page): no hover, zoom or toolbar layers.
-STATIC_CHART_CONFIG = {"staticPlot": True}
 
 
 def _layout(fig: go.Figure, title: str, height: int, *, left: int = 55, bottom: int = 45, legend: bool = False,
@@ -127,19 +130,11 @@ def waveform_figure(
     return fig
 
 
-def topk_figure(top: Sequence[tuple[str, float]], title: str = "Top classes", *,
-                figure: go.Figure | None = None) -> go.Figure:
-    """Horizontal bars, the most likely class on top, probabilities as percentages.
-
-    `figure`: a topk_figure with as many bars to update in place (the Live page redraws four times a second,
-    and building a plotly figure costs ~30 ms where updating one costs ~1 ms)."""
+def topk_figure(top: Sequence[tuple[str, float]], title: str = "Top classes") -> go.Figure:
+    """Horizontal bars, the most likely class on top, probabilities as percentages (the Live page draws the
+    same as light HTML: top_classes_html)."""
     names = [c for c, _ in top][::-1]
     probs = [p for _, p in top][::-1]
-    if figure is not None and len(figure.data) == 1 and len(figure.data[0].y or ()) == len(names):
-        with figure.batch_update():
-            figure.data[0].x, figure.data[0].y = probs, names
-            figure.data[0].text = [f"{p:.1%}" for p in probs]
-        return figure
     fig = go.Figure(go.Bar(x=probs, y=names, orientation="h", text=[f"{p:.1%}" for p in probs],
                            textposition="auto", hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
     _layout(fig, title, max(200, 45 * len(top) + 90), left=10)
@@ -436,76 +431,176 @@ def conv_arithmetic_figure(length: int, kernel: int, stride: int, padding: int, 
 LIVE_LEARNED_TITLE = "Learned spectrogram, live"
 LIVE_MEL_TITLE = "Mel spectrogram, live"
 MEL_RANGE_DB = 80.0  # the live mel map shows its loudest 80 dB; quieter is black
+LIVE_MAP_HEIGHT = 200  # pixels of map (without its labels)
+# Plotly's default first colour, as the Classify page's top-classes bars have it.
+BAR_COLOUR = "#636efa"
+LIVE_CSS = """<style>
+.envnet-live{display:flex;flex-wrap:wrap;gap:12px 20px;font-size:12px;line-height:1.2}
+.envnet-map{flex:1 1 300px;min-width:0}
+.envnet-map h4{font-size:15px;font-weight:600;margin:0 0 6px 0;padding:0}
+.envnet-grid{display:grid;grid-template-columns:14px 36px minmax(0,1fr) 8px 10px 28px 14px}
+.envnet-grid>*{grid-row:1}
+.envnet-vt{writing-mode:vertical-rl;transform:rotate(180deg);text-align:center;opacity:.75;white-space:nowrap;
+  overflow:hidden}
+.envnet-ticks{position:relative}
+.envnet-ticks span{position:absolute;white-space:nowrap;opacity:.75}
+.envnet-y span{right:4px;transform:translateY(50%)}
+.envnet-c span{left:4px;transform:translateY(50%)}
+.envnet-grid>.envnet-x{grid-row:2;grid-column:3;height:16px}
+.envnet-x span{top:2px;transform:translateX(-50%)}
+.envnet-grid>.envnet-xtitle{grid-row:3;grid-column:3;text-align:center;opacity:.75}
+.envnet-plot{position:relative;display:flex;justify-content:flex-end;background:rgba(128,128,128,.12)}
+.envnet-plot img{display:block;height:100%;image-rendering:pixelated}
+.envnet-topk{font-size:14px;max-width:560px}
+.envnet-topk b{display:block;font-size:16px;margin:0 0 8px 0}
+.envnet-bars{display:grid;grid-template-columns:max-content minmax(0,1fr) 3.6em;gap:6px 8px;align-items:center}
+.envnet-bar{display:contents}
+.envnet-bar div{height:16px;background:rgba(128,128,128,.15)}
+.envnet-bar div div{height:100%}
+.envnet-bar span:last-child{text-align:right}
+</style>"""
+
+
+@functools.cache
+def colour_table(colorscale: str | tuple[str, ...]) -> np.ndarray:
+    """256 RGB colours (uint8) sampled from a plotly colour scale ("Viridis", or a tuple of colours such as
+    MAGMA): level 0 is the scale's bottom, level 255 its top, interpolated as plotly interpolates."""
+    scale = plotly.colors.make_colorscale(list(colorscale)) if isinstance(colorscale, tuple) else \
+        plotly.colors.get_colorscale(colorscale)
+    rgb = plotly.colors.sample_colorscale(scale, list(np.linspace(0, 1, 256)))
+    table = np.array([[float(v) for v in re.findall(r"[\d.]+", c)] for c in rgb])
+    out = np.round(table).astype(np.uint8)
+    out.flags.writeable = False
+    return out
+
+
+def map_png(levels: np.ndarray, colorscale: str | tuple[str, ...]) -> bytes:
+    """A map of byte levels (rows × columns, row 0 the lowest band) as a palette PNG, one pixel per cell,
+    the lowest band at the bottom: a 40 × 600 map is 10–20 kB, which a browser decodes in a millisecond."""
+    levels = np.ascontiguousarray(np.asarray(levels, dtype=np.uint8)[::-1])
+    if levels.ndim != 2 or 0 in levels.shape:
+        raise ValueError(f"need a non-empty 2-D map of levels, got shape {levels.shape}")
+    image = Image.fromarray(levels, mode="P")
+    image.putpalette(colour_table(colorscale).tobytes())
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)  # level 1: a third of the time of the default, ~10 % larger
+    return buf.getvalue()
 
 
 def _levels(z: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Values → 0…255: a live map travels as one byte per cell (48 kB for 6 s), not eight."""
+    """Values → 0…255 on the colour scale from lo to hi."""
     return np.round(np.clip((z - lo) / max(hi - lo, 1e-9), 0, 1) * 255).astype(np.uint8)
 
 
-def _level_bar(lo: float, hi: float, fmt: str, title: str) -> dict:
-    """A colour bar over byte levels that reads in the map's own units."""
-    ticks = np.linspace(0, 255, 5)
-    return {"title": {"text": title, "side": "right"}, "len": 0.95, "thickness": 12, "tickvals": ticks.tolist(),
-            "ticktext": [format(lo + (hi - lo) * t / 255, fmt) for t in ticks]}
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
 
 
-def live_map(values, kind: str, *, first_frame: int = 0, seconds: float = 6.0, order: Sequence[int] | None = None,
-             centres=None, meta: dict | None = None, height: int = 320, figure: go.Figure | None = None) -> go.Figure:
-    """One of the Live page's scrolling maps, kind "learned" or "mel": the newest columns, the time axis in
-    seconds since Start covering the last `seconds` (it fills from the right), redrawn four times a second.
-    Scales and axes as spectrogram_pair's: the learned map in dB re its loudest cell (of the last seconds),
-    rows in Hz when `order` and `centres` are given; the mel map's loudest 80 dB.
+def _ticks(cls: str, labels: Sequence[tuple[float, str]], side: str, column: int | None = None) -> str:
+    """Labels at fractions of an axis: `side` "bottom" (y axes, 0 = the bottom) or "left" (the time axis)."""
+    spans = "".join(f'<span style="{side}:{_pct(f)}">{html.escape(t)}</span>' for f, t in labels)
+    where = f' style="grid-column:{column}"' if column else ""
+    return f'<div class="envnet-ticks {cls}"{where}>{spans}</div>'
 
-    Lean on purpose: bytes rather than floats, x as start + step rather than arrays, no per-cell hover
-    data; `meta` rides along (the page stamps when its audio arrived, for measuring latency). `figure`, a
-    live_map made before with the same kind, order and centres, is updated in place: ~1 ms instead of the
-    ~30 ms plotly takes to build and validate a new figure (measured in benchmarks/README.md)."""
+
+def live_map_html(values, kind: str, *, first_frame: int = 0, seconds: float = 6.0,
+                  order: Sequence[int] | None = None, centres=None, arrived: float = 0.0,
+                  height: int = LIVE_MAP_HEIGHT) -> str:
+    """One of the Live page's scrolling maps, kind "learned" or "mel", as HTML: the newest columns as a PNG
+    (one pixel per cell) filling the last `seconds` from the right, with the time since Start below, rows in
+    Hz at the left and a colour bar at the right, all plain HTML text.
+
+    The colours and scales are the Classify page's (spectrogram_pair): the learned map in Viridis, dB re its
+    loudest cell (of the last seconds) down to LEARNED_FLOOR_DB, rows low → high by `order`, in Hz with
+    `centres`; the mel map in Magma over its loudest MEL_RANGE_DB. Redrawn four times a second, where three
+    plotly charts cost the browser more than the time between redraws (benchmarks/README.md).
+
+    The outer element carries data-kind, data-columns, data-first-frame and data-arrived (the server's
+    time.time() when the newest audio in it arrived, for measuring latency in the browser)."""
     if kind not in ("learned", "mel"):
         raise ValueError(f"kind must be 'learned' or 'mel', not {kind!r}")
     z = _np(values)
     if z.ndim != 2:
         raise ValueError(f"need a 2-D map (bands × frames), got shape {z.shape}")
-    n = z.shape[0]
+    n, cols = z.shape
     if kind == "learned":
         rows = np.arange(n) if order is None else np.asarray(order)
-        z, lo, hi, colours, bar = activation_db(z[rows]), LEARNED_FLOOR_DB, 0.0, "Viridis", "dB re loudest"
+        z, lo, hi, colours, bar, title = activation_db(z[rows]), LEARNED_FLOOR_DB, 0.0, "Viridis", "dB re loudest", \
+            LIVE_LEARNED_TITLE
+        if order is not None and centres is not None:
+            row_hz, ytitle = np.asarray(centres, dtype=float)[rows], "filter centre (Hz)"
+        else:
+            row_hz, ytitle = None, "filter (by centre frequency)" if order is not None else "filter"
     else:
         hi = float(z.max()) if z.size else 0.0
-        lo, colours, bar = hi - MEL_RANGE_DB, MAGMA, "dB"
-    x0 = (first_frame * POOL + FRAME_CENTRE) / SAMPLE_RATE
+        lo, colours, bar, title = hi - MEL_RANGE_DB, tuple(MAGMA), "dB", LIVE_MEL_TITLE
+        row_hz, ytitle = mel_band_centres(n), "mel band centre (Hz)"
+    span = max(1, round(seconds * SAMPLE_RATE / POOL))  # columns across the whole width
     dx = POOL / SAMPLE_RATE
-    end = x0 + max(z.shape[1] - 1, 0) * dx
-    levels, colorbar = _levels(z, lo, hi), _level_bar(lo, hi, ".0f", bar)
-    if figure is not None and len(figure.data) == 1 and figure.data[0].name == kind:
-        with figure.batch_update():
-            figure.data[0].z, figure.data[0].x0 = levels, x0
-            figure.data[0].colorbar.ticktext = colorbar["ticktext"]
-            figure.layout.xaxis.range = [end - seconds, end]
-            figure.layout.meta = meta or {}
-        return figure
-    if kind == "learned":
-        if order is not None and centres is not None:
-            yaxis = {"title_text": "filter centre (Hz)", **_hz_ticks(np.asarray(centres, dtype=float)[rows])}
-        else:
-            yaxis = {"title_text": "filter (by centre frequency)" if order is not None else "filter"}
+    # The right edge is the newest column's right edge (columns centred at frame_times); before any sound,
+    # the first `seconds` since Start.
+    right = ((first_frame + cols - 1) * POOL + FRAME_CENTRE) / SAMPLE_RATE + dx / 2 if cols else seconds
+    left = right - span * dx
+    picks = sorted({*range(0, n, 5), n - 1}) if n else []
+    ylabels = [((r + 0.5) / n, hz_label(row_hz[r]) if row_hz is not None else str(r)) for r in picks]
+    xlabels = [((t - left) / (right - left), f"{t:.0f}") for t in range(max(0, int(np.ceil(left))),
+                                                                      int(np.floor(right)) + 1)]
+    cticks = [(f, f"{lo + (hi - lo) * f:.0f}") for f in np.linspace(0, 1, 5)]
+    table = colour_table(colours)
+    gradient = ",".join(f"rgb({r},{g},{b}) {_pct(i / 255)}" for i in (*range(0, 255, 17), 255)
+                        for r, g, b in [table[i].tolist()])
+    if cols:
+        png = base64.b64encode(map_png(_levels(z[:, -span:], lo, hi), colours)).decode("ascii")
+        img = f'<img alt="{html.escape(title)}" src="data:image/png;base64,{png}" ' \
+              f'style="width:{_pct(min(cols, span) / span)}">'
     else:
-        yaxis = {"title_text": "mel band centre (Hz)", **_hz_ticks(mel_band_centres(n))}
-    fig = go.Figure(go.Heatmap(z=levels, x0=x0, dx=dx, colorscale=colours, zmin=0, zmax=255, name=kind,
-                               hoverinfo="skip", colorbar=colorbar))
-    _layout(fig, LIVE_LEARNED_TITLE if kind == "learned" else LIVE_MEL_TITLE, height, left=60, right=10)
-    fig.update_layout(meta=meta or {}, uirevision=kind)
-    fig.update_xaxes(range=[end - seconds, end], title_text="time since Start (s)")
-    fig.update_yaxes(range=[-0.5, n - 0.5], **yaxis)
-    return fig
+        img = ""
+    return (
+        f'<div class="envnet-map" data-kind="{kind}" data-columns="{min(cols, span)}" data-first-frame="{first_frame}"'
+        f' data-arrived="{arrived:.3f}"><h4>{html.escape(title)}</h4><div class="envnet-grid">'
+        f'<div class="envnet-vt" style="grid-column:1;height:{height}px">{html.escape(ytitle)}</div>'
+        f'{_ticks("envnet-y", ylabels, "bottom", 2)}'
+        f'<div class="envnet-plot" style="grid-column:3;height:{height}px">{img}</div>'
+        f'<div style="grid-column:5;background:linear-gradient(to top,{gradient})"></div>'
+        f'{_ticks("envnet-c", cticks, "bottom", 6)}'
+        f'<div class="envnet-vt" style="grid-column:7">{html.escape(bar)}</div>'
+        f'{_ticks("envnet-x", xlabels, "left")}'
+        f'<div class="envnet-xtitle">time since Start (s)</div>'
+        f'</div></div>'
+    )
+
+
+def live_maps_html(learned, mel, *, first_frame: int = 0, seconds: float = 6.0, order: Sequence[int] | None = None,
+                   centres=None, arrived: float = 0.0) -> str:
+    """Both live maps (live_map_html), side by side on a laptop and one above the other on a phone, in one
+    piece of HTML: the browser replaces both at once, so they always show the same moment."""
+    maps = [live_map_html(learned, "learned", first_frame=first_frame, seconds=seconds, order=order, centres=centres,
+                          arrived=arrived),
+            live_map_html(mel, "mel", first_frame=first_frame, seconds=seconds, arrived=arrived)]
+    return f'{LIVE_CSS}<div class="envnet-live">{"".join(maps)}</div>'
+
+
+def top_classes_html(top: Sequence[tuple[str, float]], headline: str = "") -> str:
+    """The top classes as light HTML bars, most likely first, each with its probability (what the Classify
+    page's topk_figure shows, cheap enough to redraw four times a second), under a bold `headline` (the
+    verdict). Class names are escaped: a visitor names the classes of a model they train."""
+    rows = "".join(
+        f'<div class="envnet-bar" data-class="{html.escape(name)}" data-p="{p:.4f}"><span>{html.escape(name)}</span>'
+        f'<div><div style="width:{_pct(min(max(p, 0.0), 1.0))};background:{BAR_COLOUR}"></div></div>'
+        f'<span>{p:.1%}</span></div>'
+        for name, p in top)
+    head = f"<b>{html.escape(headline)}</b>" if headline else ""
+    return f'{LIVE_CSS}<div class="envnet-topk">{head}<div class="envnet-bars">{rows}</div></div>'
 
 
 def warm_up() -> None:
     """Build and serialise the Classify page's figures once, from stand-in data, so that plotly's lazily
     imported validators and encoders (0.46 s for the first set in a process against 0.15 s later, measured
-    under load) are loaded before a visitor's first upload waits for them. Returns nothing, keeps nothing."""
+    under load) are loaded before a visitor's first upload waits for them; likewise the Live page's image
+    encoder. Returns nothing, keeps nothing."""
     maps = torch.ones(N_BANDS, N_FRAMES)
     figs = [topk_figure([("a", 0.5), ("b", 0.5)]), timeline_figure(torch.full((2, 2), 0.5), [0, WINDOW], ["a", "b"]),
             waveform_figure(torch.zeros(2 * WINDOW), [0, WINDOW], 0), *spectrogram_pair(maps, maps)]
     for fig in figs:
         fig.to_json()
+    map_png(np.zeros((1, 1), np.uint8), "Viridis")  # Pillow's PNG encoder, for the Live page's first update

@@ -399,17 +399,16 @@ def no_paths(value):
 # ---- figures ----------------------------------------------------------------------------------
 
 
-def chart(fig, key: str, container=None, *, static: bool = False, **kwargs):
-    """A plotly figure the way every page shows one: full width, its own colours, a short toolbar; `static`
-    for a figure redrawn several times a second (no hover, zoom or toolbar to rebuild each time)."""
-    config = plots.STATIC_CHART_CONFIG if static else plots.CHART_CONFIG
-    return (container or st).plotly_chart(fig, width="stretch", theme=None, key=key, config=config, **kwargs)
+def chart(fig, key: str, container=None, **kwargs):
+    """A plotly figure the way every page shows one: full width, its own colours, a short toolbar."""
+    return (container or st).plotly_chart(fig, width="stretch", theme=None, key=key, config=plots.CHART_CONFIG,
+                                          **kwargs)
 
 
-def charts_side_by_side(figs, keys: list[str], *, static: bool = False) -> None:
+def charts_side_by_side(figs, keys: list[str]) -> None:
     """Related figures in columns: side by side on a laptop, one above the other on a phone."""
     for col, fig, key in zip(st.columns(len(figs)), figs, keys, strict=True):
-        chart(fig, key, col, static=static)
+        chart(fig, key, col)
 
 
 SPECTROGRAM_CAPTIONS = (

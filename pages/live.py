@@ -16,7 +16,7 @@ from envnet.jobs import STREAMS
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.spectra import cached_frequency_response
 from envnet.stream import LiveStream, rtc_configuration
-from pages._ui import chart, charts_side_by_side, current_checkpoint, model_key_of, page_setup
+from pages._ui import current_checkpoint, model_key_of, page_setup
 
 KEY = "live_mic"  # streamlit-webrtc keeps its context under this key in session_state
 STREAM = "live_stream"  # this session's LiveStream: private to the browser tab
@@ -25,7 +25,6 @@ MODEL = "live_model"  # which model the stream was built for
 STARTED = "live_started"  # time.time() when the current stream started (None when stopped)
 CLIP = "classify_clip"  # Classify's clip: {"id", "name", "wave"} (pages/classify.py)
 FROZEN = "live_frozen"  # set by Capture: the stream stops, the maps stay, Classify has the clip
-FIGURES = "live_figures"  # this session's live figures, updated in place on every redraw
 CAPTURED = "live_captured"  # the name of the last capture, shown with a link to Classify until the next Start
 UPDATE_EVERY = 0.25  # seconds: the maps and the verdict refresh four times a second
 NO_AUDIO_AFTER = 8.0  # seconds playing without audio before the page says the connection failed
@@ -171,27 +170,17 @@ def show() -> None:
             connection_trouble()
     if view.learned.shape[1] == 0:
         st.info("Press Start above to listen." if not now_playing else "Waiting for the microphone…")
-    # Drawn even when empty: the browser loads its plotting code now, not in the first second of sound
-    # (on a busy machine that load stalled the first live updates for seconds).
     order = filters.order if st.session_state.get("live_sort", True) else None
-    meta = {"arrived": view.arrived, "drawn": time.time(), "seconds": view.seconds}
-    # The figures are built once per model and ordering, then updated in place (a tenth of the server's time).
-    figs = st.session_state.get(FIGURES)
-    if figs is None or figs["for"] != (model_key_of(ck), order is None):
-        figs = st.session_state[FIGURES] = {"for": (model_key_of(ck), order is None)}
-    figs["learned"] = plots.live_map(view.learned, "learned", first_frame=view.first_frame, order=order,
-                                     centres=filters.centres, meta=meta, figure=figs.get("learned"))
-    figs["mel"] = plots.live_map(view.mel, "mel", first_frame=view.first_frame, meta=meta, figure=figs.get("mel"))
-    # Static: these redraw four times a second, so hover, zoom and the toolbar would be rebuilt each time for
-    # nothing (a zoom would be undone by the next redraw); the Capture button keeps a clip to study on Classify.
-    charts_side_by_side([figs["learned"], figs["mel"]], ["live_learned", "live_mel"], static=True)
+    # Images and plain HTML, not plotly charts: the browser redraws them in a few milliseconds, where three
+    # plotly charts took longer than the time between two updates (benchmarks/README.md). One element for
+    # both maps, so they always show the same moment.
+    st.html(plots.live_maps_html(view.learned, view.mel, first_frame=view.first_frame, order=order,
+                                 centres=filters.centres, arrived=view.arrived))
     left, right = st.columns([3, 2])
     with left:
         if view.prediction is not None:
-            st.markdown(f"**{verdict_text(view.prediction)}**")
             k = int(st.session_state.get("live_topk", min(5, len(ck.classes))))
-            figs["top"] = plots.topk_figure(view.prediction.top(k), figure=figs.get("top"))
-            chart(figs["top"], "live_top", static=True)
+            st.html(plots.top_classes_html(view.prediction.top(k), verdict_text(view.prediction)))
         elif now_playing and view.seconds:
             st.info(f"Listening… the first answer comes after {WINDOW / SAMPLE_RATE:.1f} s of sound.")
     with right:

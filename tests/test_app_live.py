@@ -9,6 +9,7 @@ audio frames go through the page's real callback as PyAV frames.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import av
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import streamlit as st
 import streamlit_webrtc
-from apptools import open_page, titles
+from apptools import open_page
 from streamlit_webrtc import WebRtcStreamerState
 
 from envnet import checkpoint
@@ -31,6 +32,16 @@ pytestmark = pytest.mark.skipif(
 
 def texts(at, kind: str) -> list[str]:
     return [e.value for e in at.get(kind)]
+
+
+def live_html(at) -> str:
+    """The page's live maps and top classes (plain HTML elements: plots.live_maps_html, top_classes_html)."""
+    return "".join(h.proto.body for h in at.get("html"))
+
+
+def map_columns(at) -> list[int]:
+    """How many columns each live map shows (learned, mel)."""
+    return [int(c) for c in re.findall(r'class="envnet-map" data-kind="\w+" data-columns="(\d+)"', live_html(at))]
 
 
 @dataclass
@@ -81,7 +92,8 @@ def test_before_start_the_page_explains_itself(free_streams, webrtc) -> None:
     at = open_page("pages/live.py")
     assert not at.error and not at.warning
     assert "Live microphone" in [h.value for h in at.header]
-    assert LIVE_LEARNED_TITLE in titles(at) and LIVE_MEL_TITLE in titles(at)  # empty axes, ready to scroll
+    assert LIVE_LEARNED_TITLE in live_html(at) and LIVE_MEL_TITLE in live_html(at)  # empty axes, ready to scroll
+    assert map_columns(at) == [0, 0] and "<img" not in live_html(at)  # nothing heard yet
     assert "Press Start above to listen." in texts(at, "info")
     assert any("Classify → Record" in c for c in texts(at, "caption"))  # the fallback is named up front
     # A private SENDONLY audio stream, ICE servers from the configuration (none by default: local use).
@@ -125,11 +137,14 @@ def test_playing_streams_audio_into_the_maps_and_holds_a_slot(free_streams, webr
     at.run()
     assert not at.exception and not at.warning
     assert any("2.0 s heard" in c for c in texts(at, "caption"))
-    assert {"Top classes", LIVE_LEARNED_TITLE, LIVE_MEL_TITLE} <= set(titles(at))
-    assert any(m.value.startswith("**") for m in at.markdown)  # the verdict line above the bars
+    assert 150 < map_columns(at)[0] == map_columns(at)[1] <= 200  # 2 s of columns in both maps, as images
+    assert live_html(at).count('src="data:image/png;base64,') == 2
+    bars = re.findall(r'data-class="([^"]+)" data-p="([\d.]+)"', live_html(at))
+    assert len(bars) == 5 and all(0 <= float(p) <= 1 for _, p in bars)  # the top classes…
+    assert re.search(r'<div class="envnet-topk"><b>[^<]+</b>', live_html(at))  # …under the verdict
     webrtc.state = WebRtcStreamerState(playing=False, signalling=False)
     at.run()  # Stop: the slot is free again, the last maps stay on screen
-    assert STREAMS.active() == 0 and "Top classes" in titles(at)
+    assert STREAMS.active() == 0 and "envnet-topk" in live_html(at)
 
 
 def test_a_connection_that_never_delivers_audio_is_explained(free_streams, webrtc) -> None:
@@ -159,7 +174,7 @@ def test_capture_sends_the_last_window_to_classify(free_streams, webrtc) -> None
     # Capture freezes: the page asks the browser to stop, keeps the maps, and links to Classify.
     assert webrtc.calls[-1]["desired_playing_state"] is False
     assert any(clip["name"] in m and "Classify page" in m for m in texts(at, "success"))
-    assert LIVE_LEARNED_TITLE in titles(at)
+    assert LIVE_LEARNED_TITLE in live_html(at)
     webrtc.state = WebRtcStreamerState(playing=False, signalling=False)  # the browser stopped
     at.run()
     assert webrtc.calls[-1]["desired_playing_state"] is None and STREAMS.active() == 0

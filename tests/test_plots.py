@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import subprocess
@@ -13,6 +15,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 import torchaudio.functional as AF
+from PIL import Image
 from plotly.utils import PlotlyJSONEncoder
 
 from envnet import plots
@@ -303,8 +306,6 @@ def every_figure(model) -> list[go.Figure]:
         plots.timeline_figure(torch.full((3, 2), 0.5), [0, 8000, 16000], ["a", "b"]),
         *plots.training_curves([{"epoch": 1, "train_loss": 1.0, "train_acc": 0.4}], [(0.5, 1.2)]),
         plots.conv_arithmetic_figure(10, 3, 2, 1),
-        plots.live_map(learned_spectrogram(model, win), "learned", order=np.arange(40)[::-1]),
-        plots.live_map(mel_spectrogram(win), "mel"),
         plots.confusion_figure([[3, 0], [1, 2]], ["clap", "knock"]),
     ]
 
@@ -320,51 +321,73 @@ def test_no_figure_uses_a_colour_that_streamlit_rewrites(model):
         assert not rewritten, (fig.layout.title.text, rewritten)
 
 
-def test_live_maps_scroll_over_the_last_seconds_in_bytes() -> None:
-    from envnet.plots import LIVE_LEARNED_TITLE, LIVE_MEL_TITLE, live_map
+def live_maps(markup: str) -> dict[str, dict]:
+    """The live maps in live_maps_html's markup: per kind its data attributes, decoded image (RGB, or None),
+    and tick labels, read the way a browser would."""
+    out = {}
+    for part in markup.split('<div class="envnet-map"')[1:]:
+        attrs = dict(re.findall(r' data-([a-z-]+)="([^"]*)"', part.split(">", 1)[0]))
+        src = re.search(r'src="data:image/png;base64,([^"]+)"', part)
+        image = Image.open(io.BytesIO(base64.b64decode(src.group(1)))) if src else None
+        ticks = {cls: re.findall(r"<span[^>]*>([^<]*)</span>", body)
+                 for cls, body in re.findall(r'class="envnet-ticks envnet-(\w)"[^>]*>(.*?)</div>', part)}
+        out[attrs["kind"]] = {**attrs, "image": image, "ticks": ticks}
+    return out
 
-    learned = np.ones((40, 300), np.float32)
+
+def test_colour_tables_are_the_classify_pages_scales() -> None:
+    viridis = plots.colour_table("Viridis")
+    assert viridis.shape == (256, 3) and viridis.dtype == np.uint8
+    assert viridis[0].tolist() == [68, 1, 84] and viridis[-1].tolist() == [253, 231, 37]  # plotly's ends
+    magma = plots.colour_table(tuple(plots.MAGMA))
+    assert magma[-1].tolist() == [252, 253, 191] and magma[0].tolist() == [1, 0, 5]
+    assert (np.diff(viridis.astype(int).sum(1)) >= -3).all()  # Viridis brightens from bottom to top
+
+
+def test_live_maps_are_images_over_the_last_seconds_on_the_classify_scales() -> None:
+    learned = np.ones((40, 700), np.float32)
     learned[:, -1] = 10.0  # the newest column 20 dB above the rest
     learned[5] = 0.0  # a silent filter
-    mel = np.full((40, 300), -20.0, np.float32)
+    mel = np.full((40, 700), -20.0, np.float32)
     mel[:, -1] = 10.0
     order = np.arange(40)[::-1]
-    fig = live_map(learned, "learned", first_frame=1000, order=order, centres=np.linspace(100, 7000, 40),
-                   meta={"arrived": 1.5})
-    lz = np.asarray(fig.data[0].z)
-    assert lz.dtype == np.uint8 and lz.shape == (40, 300)
-    assert lz[0, -1] == 255 and lz[0, 0] == round(40 / 60 * 255)  # -20 dB on a 60 dB scale
-    assert (lz[34] == 0).all()  # filter 5, re-stacked by `order`, at the floor
-    bar = fig.data[0].colorbar
-    assert bar.ticktext[0] == "-60" and bar.ticktext[-1] == "0"  # the colour bar speaks dB, not bytes
-    assert fig.layout.yaxis.ticktext[0] == "7k"  # rows in Hz, highest filter first as `order` put it
-    x_end = (1299 * 160 + 87) / 16000
-    assert fig.layout.xaxis.range == (pytest.approx(x_end - 6), pytest.approx(x_end))
-    assert fig.data[0].x0 == pytest.approx((1000 * 160 + 87) / 16000)
-    assert fig.layout.title.text == LIVE_LEARNED_TITLE and fig.layout.meta == {"arrived": 1.5}
-    m = live_map(mel, "mel", first_frame=1000)
-    mz = np.asarray(m.data[0].z)
-    assert mz[0, -1] == 255 and mz[0, 0] == round(50 / 80 * 255)  # 30 dB below the peak of an 80 dB range
-    assert m.layout.title.text == LIVE_MEL_TITLE and m.data[0].colorbar.ticktext[-1] == "10"
-    assert np.asarray(live_map(np.zeros((40, 0)), "mel").data[0].z).shape == (40, 0)
+    maps = live_maps(plots.live_maps_html(learned, mel, first_frame=1000, order=order,
+                                          centres=np.linspace(100, 7000, 40), arrived=1.5))
+    viridis, magma = plots.colour_table("Viridis"), plots.colour_table(tuple(plots.MAGMA))
+    lm, mm = maps["learned"], maps["mel"]
+    assert lm["arrived"] == mm["arrived"] == "1.500" and lm["first-frame"] == "1000"
+    # Only the last 6 s: 600 columns of one pixel, 40 rows, the lowest band at the bottom.
+    assert lm["image"].size == mm["image"].size == (600, 40) and lm["columns"] == "600"
+    L, M = np.asarray(lm["image"].convert("RGB")), np.asarray(mm["image"].convert("RGB"))
+    assert (np.delete(L[:, -1], 39 - 34, axis=0) == viridis[255]).all()  # 0 dB re loudest: the top of the scale
+    assert (L[0, 0] == viridis[round(40 / 60 * 255)]).all()  # -20 dB on the 60 dB scale
+    assert (L[39 - 34] == viridis[0]).all()  # filter 5, re-stacked by `order` to row 34, at the floor
+    assert (M[:, -1] == magma[255]).all() and (M[:, 0] == magma[round(50 / 80 * 255)]).all()  # 30 dB under
+    # Axes that read like the Classify page's: rows in Hz (highest filter first as `order` put it, at the
+    # bottom), colour bars in dB, the time since Start in whole seconds over the last 6 s.
+    assert lm["ticks"]["y"][0] == "7k" and lm["ticks"]["c"][0] == "-60" and lm["ticks"]["c"][-1] == "0"
+    assert mm["ticks"]["y"][0] == "44" and mm["ticks"]["c"][-1] == "10" and mm["ticks"]["c"][0] == "-70"
+    right = (1699 * 160 + 87) / 16000 + 0.005  # the newest column's right edge, 17.0 s
+    assert lm["ticks"]["x"] == [str(t) for t in range(int(np.ceil(right - 6)), int(right) + 1)]
+    # A stream that just started fills from the right: the image covers 2 s of the 6 s width.
+    young = plots.live_map_html(mel[:, :200], "mel", first_frame=0)
+    assert 'style="width:33.33%"' in young and live_maps(young)["mel"]["image"].size == (200, 40)
+    empty = live_maps(plots.live_maps_html(np.zeros((40, 0)), np.zeros((40, 0))))
+    assert empty["mel"]["image"] is None and empty["mel"]["columns"] == "0"
+    assert empty["learned"]["ticks"]["x"] == [str(t) for t in range(7)]  # the first 6 s since Start
     with pytest.raises(ValueError, match="kind"):
-        live_map(mel, "chroma")
-    # Redrawn in place: the same figure object with the new data, equal to a figure built afresh.
-    later = np.roll(learned, -1, axis=1)
-    again = live_map(later, "learned", first_frame=1001, order=order, centres=np.linspace(100, 7000, 40),
-                     meta={"arrived": 2.0}, figure=fig)
-    fresh = live_map(later, "learned", first_frame=1001, order=order, centres=np.linspace(100, 7000, 40),
-                     meta={"arrived": 2.0})
-    assert again is fig
-    assert json.dumps(again.to_plotly_json(), cls=PlotlyJSONEncoder, sort_keys=True) == \
-        json.dumps(fresh.to_plotly_json(), cls=PlotlyJSONEncoder, sort_keys=True)
+        plots.live_map_html(mel, "chroma")
 
 
-def test_topk_figure_updates_in_place() -> None:
-    fig = plots.topk_figure([("dog", 0.6), ("rain", 0.4)])
-    again = plots.topk_figure([("rain", 0.7), ("dog", 0.3)], figure=fig)
-    assert again is fig and list(fig.data[0].y) == ["dog", "rain"] and list(fig.data[0].x) == [0.3, 0.7]
-    assert plots.topk_figure([("a", 0.5), ("b", 0.3), ("c", 0.2)], figure=fig) is not fig  # another k: built anew
+def test_top_classes_html_bars_in_order_with_names_escaped() -> None:
+    markup = plots.top_classes_html([("<img src=x>", 0.7), ("dog & cat", 0.2), ("rain", 0.1)],
+                                    "Sounds like: <img src=x> (70%)")
+    rows = re.findall(r'data-class="([^"]*)" data-p="([^"]*)".*?width:([\d.]+)%', markup)
+    assert rows == [("&lt;img src=x&gt;", "0.7000", "70.00"), ("dog &amp; cat", "0.2000", "20.00"),
+                    ("rain", "0.1000", "10.00")]
+    assert "<img src=x>" not in markup  # a visitor's class name is text, never markup
+    assert "<b>Sounds like: &lt;img src=x&gt; (70%)</b>" in markup and "70.0%" in markup
+
 
 def test_titles_sit_above_their_plot_below_the_toolbar_and_legends_underneath(model):
     """On a phone the toolbar (top right) covered titles, and legends beside a plot took half its width."""
