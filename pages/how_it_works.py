@@ -27,12 +27,16 @@ if ck is not None:
     table = [{"layer": r["layer"], "what it does": r["what"], "output shape": format_shape(r["shape"]),
               "numbers out": math.prod(r["shape"]), "parameters": r["params"]} for r in rows]
     st.subheader(f"One window through “{ck.name}”")
-    # All layers, no inner scroll; the numbers first, the words last: a phone shows the first four columns.
+    # All layers, no inner scroll, and only the numbers: four short columns fit a phone's width, where a fifth
+    # column of words was cut off at the screen's edge. The words follow as a list (two columns on a laptop).
     st.dataframe(table, hide_index=True, width="stretch", height="content",
-                 column_order=["layer", "output shape", "numbers out", "parameters", "what it does"],
+                 column_order=["layer", "output shape", "numbers out", "parameters"],
                  column_config={"layer": st.column_config.TextColumn(width="small"),
                                 "numbers out": st.column_config.NumberColumn(format="localized"),  # 24,014
                                 "parameters": st.column_config.NumberColumn(format="localized")})
+    half = math.ceil(len(rows) / 2)
+    for col, part in zip(st.columns(2), (rows[:half], rows[half:]), strict=True):
+        col.markdown("\n".join(f"- **{r['layer']}**: {r['what']}" for r in part))
     total = sum(r["params"] for r in rows)
     feats = sum(r["params"] for r in rows if r["layer"] in ("conv1", "conv2"))
     st.markdown(

@@ -62,6 +62,12 @@ def test_how_it_works_shows_live_shapes_and_conv_arithmetic():
     # Big counts with thousands separators (8,976,854, not 8976854): the browser formats them by its locale.
     columns = json.loads(at.dataframe[0].proto.columns)
     assert [columns[c]["type_config"].get("format") for c in ("numbers out", "parameters")] == ["localized"] * 2
+    # Four short columns fit a phone (a fifth, of words, was cut off at 390 px); the words follow as a list.
+    assert list(at.dataframe[0].proto.column_order) == ["layer", "output shape", "numbers out",
+                                                          "parameters"]
+    words = " ".join(m.value for m in at.markdown)
+    assert all(f"**{layer}**: {what}" in words for layer, what in zip(table["layer"], table["what it does"],
+                                                                         strict=True))
     at.number_input(key="conv_length").set_value(10)
     at.number_input(key="conv_kernel").set_value(3)
     at.number_input(key="conv_stride").set_value(2)
