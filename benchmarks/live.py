@@ -10,11 +10,14 @@ library: envnet.stream.LiveStream fed as the Live page feeds it (20 ms frames of
   wall time of one update (what the page waits for). Beside it, the batch alternative the stream replaces:
   at each update, the last 1.5 s window's learned + mel spectrograms and prediction from scratch.
 browser: `streamlit run app.py`, Debian's Chromium with a fake microphone playing a generated clip, the Live
-  page, Start. Every time plotly finishes drawing a live map (its plotly_afterplot event) the page's clock is
-  compared with the figure's meta.arrived, the server's time.time() when the newest audio in it arrived from
-  WebRTC: browser and server share this machine's clock, so the difference is arrival → pixels on screen.
-  Also: how often the maps redraw. Not measured: microphone → server (browser capture, Opus encoding in 20 ms
-  frames, loopback, aiortc's jitter buffer), which has no shared timestamp to read.
+  page, Start. Every time a new learned map is on screen (its element appears, its image is decoded and the
+  next frame painted) the page's clock is compared with the element's data-arrived, the server's time.time()
+  when the newest audio in it arrived from WebRTC, and data-drawn, when the page drew it: browser and server
+  share this machine's clock, so the differences are arrival → drawn → pixels on screen. The oldest audio in
+  a redraw (it arrived just after the previous redraw's newest) waited one update interval more. Also: how
+  often the maps redraw, the server process's CPU and the browser main thread's long tasks while streaming.
+  Not measured: microphone → server (browser capture, Opus encoding in 20 ms frames, loopback, aiortc's
+  jitter buffer), which has no shared timestamp to read.
 """
 
 from __future__ import annotations
@@ -112,7 +115,8 @@ ON_SCREEN_JS = """
       const heard = (parseInt(el.dataset.firstFrame) + parseInt(el.dataset.columns)) * 0.01;
       const img = el.querySelector('img');
       (img ? img.decode().catch(() => {}) : Promise.resolve()).then(() => requestAnimationFrame(
-        () => setTimeout(() => window.__live.push([Date.now() / 1000, arrived, heard]), 0)));
+        () => setTimeout(() => window.__live.push([Date.now() / 1000, arrived, heard,
+                                                   parseFloat(el.dataset.drawn)]), 0)));
     });
   };
   new MutationObserver(check).observe(document.body, {childList: true, subtree: true});
@@ -120,6 +124,12 @@ ON_SCREEN_JS = """
     .observe({type: 'longtask'});
 }
 """
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_browser(seconds: float = 40.0) -> dict:
@@ -145,7 +155,11 @@ def bench_browser(seconds: float = 40.0) -> dict:
             page.evaluate(ON_SCREEN_JS)
             load = os.getloadavg()[0]
             page.frame_locator(WEBRTC_FRAME).get_by_role("button", name="Start").click()
+            page.wait_for_timeout(3000)  # connecting and the first updates
+            cpu0 = process_cpu_s(srv.proc.pid)
+            page.evaluate("() => { window.__long = []; }")  # the browser's work while streaming, not loading
             page.wait_for_timeout(int(seconds * 1000))
+            server_cpu = process_cpu_s(srv.proc.pid) - cpu0
             rows = page.evaluate("() => window.__live")
             long_tasks = page.evaluate("() => window.__long")
             load_end = os.getloadavg()[0]
@@ -155,17 +169,31 @@ def bench_browser(seconds: float = 40.0) -> dict:
     rows = [r for r in rows if r[2] > 3.0]  # after the first seconds of connecting and warming up
     if len(rows) < 3:
         raise RuntimeError(f"only {len(rows)} live redraws were seen")
-    lat = [shown - arrived for shown, arrived, _ in rows]
+    lat = [shown - arrived for shown, arrived, *_ in rows]
+    # Where it goes: arrival → the page drawing it (waiting for the fragment's next run, then the update) and
+    # drawn → on screen (Streamlit sending it, the browser replacing the element and decoding the images).
+    to_drawn = [drawn - arrived for _, arrived, _, drawn in rows]
+    to_screen = [shown - drawn for shown, _, _, drawn in rows]
     gaps = [b[0] - a[0] for a, b in zip(rows, rows[1:], strict=False)]
+    # The worst-placed sound in each redraw arrived just after the previous redraw's newest audio: it waited a
+    # whole update interval more.
+    oldest = [b[0] - a[1] for a, b in zip(rows, rows[1:], strict=False)]
     out = {"load_at_start": load, "load_at_end": load_end, "redraws": len(rows), "arrival_to_screen": stats(lat),
            "p95_arrival_to_screen_ms": 1e3 * float(np.percentile(lat, 95)),
+           "oldest_audio_to_screen": stats(oldest), "p95_oldest_audio_to_screen_ms": 1e3 * float(np.percentile(oldest, 95)),
+           "arrival_to_drawn": stats(to_drawn), "drawn_to_screen": stats(to_screen),
            "redraw_interval": stats(gaps), "redraws_per_s": 1 / statistics.median(gaps),
            "redraws_per_s_mean": (len(rows) - 1) / (rows[-1][0] - rows[0][0]),
+           "server_cpu_s_per_10s": 10 * server_cpu / seconds,
            "long_tasks_s_per_10s": 10 * sum(long_tasks) / 1e3 / seconds, "longest_task_ms": max(long_tasks, default=0)}
-    log(f"arrival → on screen: {fmt(stats(lat))}, p95 {out['p95_arrival_to_screen_ms']:.0f} ms "
+    log(f"newest audio's arrival → on screen: {fmt(stats(lat))}, p95 {out['p95_arrival_to_screen_ms']:.0f} ms "
         f"({len(rows)} redraws; load {load:.1f} at the start, {load_end:.1f} at the end)")
+    log(f"  of which arrival → drawn by the page {fmt(stats(to_drawn))}, drawn → on screen {fmt(stats(to_screen))}")
+    log(f"the oldest audio in each redraw → on screen: {fmt(stats(oldest))}, "
+        f"p95 {out['p95_oldest_audio_to_screen_ms']:.0f} ms")
     log(f"maps redrawn every {fmt(stats(gaps))} = {out['redraws_per_s']:.1f} per second "
         f"(mean over the run {out['redraws_per_s_mean']:.1f} per second)")
+    log(f"server process CPU while streaming: {out['server_cpu_s_per_10s']:.2f} CPU-s per 10 s")
     log(f"browser main thread in long tasks: {out['long_tasks_s_per_10s']:.2f} s per 10 s, "
         f"longest {out['longest_task_ms']:.0f} ms")
     return out

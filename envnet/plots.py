@@ -504,7 +504,7 @@ def _ticks(cls: str, labels: Sequence[tuple[float, str]], side: str, column: int
 
 
 def live_map_html(values, kind: str, *, first_frame: int = 0, seconds: float = 6.0,
-                  order: Sequence[int] | None = None, centres=None, arrived: float = 0.0,
+                  order: Sequence[int] | None = None, centres=None, arrived: float = 0.0, drawn: float = 0.0,
                   height: int = LIVE_MAP_HEIGHT) -> str:
     """One of the Live page's scrolling maps, kind "learned" or "mel", as HTML: the newest columns as a PNG
     (one pixel per cell) filling the last `seconds` from the right, with the time since Start below, rows in
@@ -515,8 +515,9 @@ def live_map_html(values, kind: str, *, first_frame: int = 0, seconds: float = 6
     `centres`; the mel map in Magma over its loudest MEL_RANGE_DB. Redrawn four times a second, where three
     plotly charts cost the browser more than the time between redraws (benchmarks/README.md).
 
-    The outer element carries data-kind, data-columns, data-first-frame and data-arrived (the server's
-    time.time() when the newest audio in it arrived, for measuring latency in the browser)."""
+    The outer element carries data-kind, data-columns, data-first-frame, data-arrived (the server's
+    time.time() when the newest audio in it arrived) and data-drawn (when the page drew it): benchmarks/live.py
+    compares them with the browser's clock to see where the time from sound to screen goes."""
     if kind not in ("learned", "mel"):
         raise ValueError(f"kind must be 'learned' or 'mel', not {kind!r}")
     z = _np(values)
@@ -557,7 +558,7 @@ def live_map_html(values, kind: str, *, first_frame: int = 0, seconds: float = 6
         img = ""
     return (
         f'<div class="envnet-map" data-kind="{kind}" data-columns="{min(cols, span)}" data-first-frame="{first_frame}"'
-        f' data-arrived="{arrived:.3f}"><h4>{html.escape(title)}</h4><div class="envnet-grid">'
+        f' data-arrived="{arrived:.3f}" data-drawn="{drawn:.3f}"><h4>{html.escape(title)}</h4><div class="envnet-grid">'
         f'<div class="envnet-vt" style="grid-column:1;height:{height}px">{html.escape(ytitle)}</div>'
         f'{_ticks("envnet-y", ylabels, "bottom", 2)}'
         f'<div class="envnet-plot" style="grid-column:3;height:{height}px">{img}</div>'
@@ -571,12 +572,12 @@ def live_map_html(values, kind: str, *, first_frame: int = 0, seconds: float = 6
 
 
 def live_maps_html(learned, mel, *, first_frame: int = 0, seconds: float = 6.0, order: Sequence[int] | None = None,
-                   centres=None, arrived: float = 0.0) -> str:
+                   centres=None, arrived: float = 0.0, drawn: float = 0.0) -> str:
     """Both live maps (live_map_html), side by side on a laptop and one above the other on a phone, in one
     piece of HTML: the browser replaces both at once, so they always show the same moment."""
     maps = [live_map_html(learned, "learned", first_frame=first_frame, seconds=seconds, order=order, centres=centres,
-                          arrived=arrived),
-            live_map_html(mel, "mel", first_frame=first_frame, seconds=seconds, arrived=arrived)]
+                          arrived=arrived, drawn=drawn),
+            live_map_html(mel, "mel", first_frame=first_frame, seconds=seconds, arrived=arrived, drawn=drawn)]
     return f'{LIVE_CSS}<div class="envnet-live">{"".join(maps)}</div>'
 
 

@@ -6,6 +6,8 @@ which nobody can change from the app, are cached once per server with st.cache_r
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
 import re
 import threading
@@ -305,11 +307,24 @@ def warm_default_model() -> None:
 @st.cache_resource(show_spinner=False)
 def _start_warm_up(_model) -> threading.Thread:  # the leading underscore: not hashed, so once per server
     def work() -> None:
-        try:
-            cpu.warm_up(_model)
-            plots.warm_up()
-        except Exception:  # a warm-up that fails costs only speed: the pages compute on demand
-            logging.getLogger(__name__).exception("warm-up failed")
+        # pandas first (Streamlit and plotly load it lazily; plotly read a half-imported one from another thread),
+        # the Live page's aiortc and PyAV last: all of it frozen below.
+        steps = [lambda: importlib.import_module("pandas"), lambda: cpu.warm_up(_model), plots.warm_up,
+                 lambda: importlib.import_module("streamlit_webrtc")]
+        for step in steps:  # each on its own: one failing (a module half imported by a page) spares the others
+            try:
+                step()
+            except ImportError:
+                pass
+            except Exception:  # a warm-up that fails costs only speed: the pages compute on demand
+                logging.getLogger(__name__).exception("warm-up failed")
+        # Streamlit collects all garbage after every script run (runner.postScriptGC), a fragment's included:
+        # with torch, plotly and aiortc loaded that walks some 285,000 objects, 0.5-1.7 s each time on a busy
+        # 2-core machine, four times a second on the Live page, holding the GIL (benchmarks/README.md).
+        # Freezing what is loaded by now (modules, the default model) leaves it only the objects made since.
+        # Objects freed by their reference count are freed as before; only cycles among these are kept.
+        gc.collect()
+        gc.freeze()
 
     thread = threading.Thread(target=work, name="envnet-warm-up", daemon=True)
     thread.start()

@@ -175,7 +175,7 @@ def show() -> None:
     # plotly charts took longer than the time between two updates (benchmarks/README.md). One element for
     # both maps, so they always show the same moment.
     st.html(plots.live_maps_html(view.learned, view.mel, first_frame=view.first_frame, order=order,
-                                 centres=filters.centres, arrived=view.arrived))
+                                 centres=filters.centres, arrived=view.arrived, drawn=time.time()))
     left, right = st.columns([3, 2])
     with left:
         if view.prediction is not None:
