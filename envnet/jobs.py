@@ -207,6 +207,7 @@ class RunState:
     message: str = ""
     clock: float = 0.0  # wall-clock seconds since the start when the snapshot was taken (frozen at the end)
     seconds_left: float | None = None  # the estimate at that moment (TrainingJob.eta); None when not running
+    stopping: bool = False  # asked to stop, still running: finishing its step, then its model is saved
 
     @property
     def fraction(self) -> float:
@@ -386,7 +387,7 @@ class TrainingJob:
             left = self._time_left.seconds_left(time.time()) if running else None
             return RunState(s.status, s.epochs, s.epoch, s.batch, s.n_batches, s.elapsed, list(s.history),
                             list(s.batch_losses), list(s.snapshots), s.freqs, s.latest, s.error, s.message,
-                            clock=self.elapsed, seconds_left=left)
+                            clock=self.elapsed, seconds_left=left, stopping=running and self.trainer.stopped)
 
 
 # ---- live microphone streams ---------------------------------------------------------------------------

@@ -355,7 +355,13 @@ def fmt_seconds(s: float | None) -> str:
 def progress_text(s) -> str:
     """The line over the progress bar, from one RunState snapshot (its epoch, clock and estimate)."""
     left = s.seconds_left
-    if s.batch:
+    if s.stopping:  # a stop takes effect between batches, then the model is checked and saved: on a busy CPU, minutes
+        return (f"Stopping after {len(s.history)} epoch{'s' * (len(s.history) != 1)}: finishing the current step and "
+                f"saving what the model has learned · {fmt_seconds(s.clock)} so far")
+    measuring = s.history and s.history[-1]["epoch"] == s.epoch and s.snapshots and s.snapshots[-1][0] < s.epoch
+    if measuring:  # the heatmap still shows the epoch before: say why
+        where = f"Epoch {s.epoch} of {s.epochs} done: measuring its filters"
+    elif s.batch:
         where = f"Epoch {max(s.epoch, 1)} of {s.epochs}, batch {s.batch} of {s.n_batches}"
     elif not s.history:  # the first batch comes after the filters are measured once: seconds on a busy CPU
         where = f"Epoch 1 of {s.epochs}: getting ready (measuring the filters, preparing the first batch)"
@@ -416,7 +422,7 @@ def live_view() -> None:
     s = job.snapshot()  # the one snapshot everything below is drawn from: status line, curves, heatmap title
     if s.status == "running":
         st.progress(s.fraction, text=progress_text(s))
-        st.button("Stop training", key="train_stop", on_click=job.stop, type="primary")
+        st.button("Stop training", key="train_stop", on_click=job.stop, type="primary", disabled=s.stopping)
         st.caption("Closing this tab does not lose your model: this page's address (bookmark it) brings the run "
                    f"back. Without a page watching, the run stops after {HEARTBEAT_TIMEOUT:.0f} s and keeps what "
                    "it has learned.")

@@ -203,9 +203,11 @@ class SteppingJob:
     """A stand-in training that moves on by one epoch every time anyone looks at it: a page that took two
     snapshots in one redraw would show two epochs."""
 
-    def __init__(self) -> None:
+    def __init__(self, measuring: bool = False, stopping: bool = False) -> None:
         self.id, self.token, self.name, self.running, self.result = "fake", "fake-token", "fake-model", True, None
-        self.looks = 0
+        self.looks = 3  # epochs already run: the heatmap names an epoch, not "before training"
+        self.measuring = measuring  # epoch e has ended but its filters are still being measured
+        self.stopping = stopping  # Stop was pressed; the run has not ended yet
         self.fr = fake_response()
 
     def heartbeat(self) -> None:
@@ -222,8 +224,9 @@ class SteppingJob:
         e = self.looks  # epoch e has just ended and its filters were measured
         return RunState("running", 50, e, 4, 4, 1.0, [{"epoch": i, "train_loss": 1.0, "train_acc": 0.5}
                                                      for i in range(1, e + 1)],
-                        [], [(i, self.fr.response) for i in range(e + 1)], self.fr.freqs, self.fr, None, "",
-                        clock=10.0 * e, seconds_left=5.0)
+                        [], [(i, self.fr.response) for i in range(e + 1 - self.measuring)], self.fr.freqs, self.fr,
+                        None, "",
+                        clock=10.0 * e, seconds_left=5.0, stopping=self.stopping)
 
 
 def fake_response() -> FrequencyResponse:
@@ -252,6 +255,28 @@ def test_one_redraw_of_a_run_names_one_epoch(train_page):
     # On another page the sidebar is where the run's progress shows.
     at.switch_page("pages/classify.py").run()
     assert any(re.search(r"Training “fake-model”: epoch \d+ of 50", c.value) for c in at.sidebar.caption)
+
+
+def test_a_stop_in_progress_says_so_and_cannot_be_pressed_again(train_page):
+    """A stop takes effect after the current step and the model is then checked and saved: on a busy CPU that
+    took minutes, with the page still saying "Epoch 3 of 30" and offering Stop as if nothing had happened."""
+    at = train_page
+    at.session_state["train_job"] = SteppingJob(stopping=True)
+    at.run()
+    status = [p.proto.text for p in at.get("progress")]
+    assert any(t.startswith("Stopping after 4 epochs: finishing the current step") for t in status), status
+    assert at.button(key="train_stop").disabled
+
+
+def test_while_an_epochs_filters_are_measured_the_status_says_so(train_page):
+    """Between an epoch's end and its filters' measurement the heatmap still shows the epoch before: the
+    status line says why instead of naming another epoch without explanation."""
+    at = train_page
+    at.session_state["train_job"] = SteppingJob(measuring=True)
+    at.run()
+    status = [p.proto.text for p in at.get("progress") if p.proto.text.startswith("Epoch")]
+    said = int(re.match(r"Epoch (\d+) of 50 done: measuring its filters", status[0]).group(1))
+    assert [t for t in titles(at) if t.startswith("The 40 filters")] == [f"The 40 filters after epoch {said - 1}"]
 
 
 def test_stop_ends_the_run_and_keeps_the_model(train_page):
