@@ -5,7 +5,7 @@
     python benchmarks/live.py --json         # results as JSON on stdout
 
 library: envnet.stream.LiveStream fed as the Live page feeds it (20 ms frames of 48 kHz packed int16 stereo,
-  an update every 12 frames = 0.24 s), with the shipped model, for streams of 10, 60 and 300 s. Reported: CPU
+  an update every 10 frames = 0.2 s, the page's interval), with the shipped model, for streams of 10, 60 and 300 s. Reported: CPU
   time per second of audio (the thread's own CPU clock, so other work on the machine does not count) and the
   wall time of one update (what the page waits for). Beside it, the batch alternative the stream replaces:
   at each update, the last 1.5 s window's learned + mel spectrograms and prediction from scratch.
@@ -40,14 +40,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench import fmt, log, machine, stats  # noqa: E402
 
-from envnet import load_checkpoint  # noqa: E402
+from envnet import load_checkpoint, plots  # noqa: E402
 from envnet.audio import resample  # noqa: E402
 from envnet.model import WINDOW  # noqa: E402
 from envnet.predict import predict  # noqa: E402
 from envnet.spectra import learned_spectrogram, mel_spectrogram  # noqa: E402
 from envnet.stream import LiveStream  # noqa: E402
 
-FRAMES_PER_UPDATE = 12  # 0.24 s: the page's UPDATE_EVERY
+FRAMES_PER_UPDATE = 10  # 0.2 s: the page's UPDATE_EVERY
 
 
 def frames(seconds: float, seed: int = 0):
@@ -77,6 +77,18 @@ def bench_library(lengths=(10, 60, 300)) -> dict:
         out[f"{seconds}s"] = {"cpu_ms_per_audio_s": 1e3 * cpu / seconds, "update": stats(steady)}
         log(f"stream of {seconds:4d} s: CPU {1e3 * cpu / seconds:6.1f} ms per second of audio; "
             f"one update {fmt(stats(steady))}")
+    # What the page adds per update: both maps as PNG images in HTML and the top-classes bars, from the last
+    # stream's full 6 s history; the bytes are what travels to the browser.
+    view, n = live.update(), 50
+    cpu0 = time.thread_time()
+    for _ in range(n):
+        maps = plots.live_maps_html(view.learned, view.mel, first_frame=view.first_frame, order=np.arange(40),
+                                    centres=np.geomspace(50, 7500, 40), arrived=1.0, drawn=1.0)
+        bars = plots.top_classes_html(view.prediction.top(5), view.prediction.verdict.text)
+    draw_ms = 1e3 * (time.thread_time() - cpu0) / n
+    out["draw"] = {"cpu_ms_per_update": draw_ms, "bytes_per_update": len(maps) + len(bars)}
+    log(f"drawing one update (two map images in HTML + the bars): CPU {draw_ms:.1f} ms, "
+        f"{(len(maps) + len(bars)) / 1e3:.0f} kB to the browser")
     # The batch alternative: recompute the last window's maps and answer at every update.
     pcm = np.concatenate([f.reshape(-1, 2)[:, 0] for f in frames(3)]).astype(np.float32) / 32768
     wave = resample(torch.from_numpy(pcm), 48_000)
