@@ -2,6 +2,7 @@
 
     python benchmarks/live.py                # library cost + the browser measurement (about 1.5 minutes)
     python benchmarks/live.py --only library # the library alone (about 20 s)
+    python benchmarks/live.py --only gc      # Streamlit's collection after each run, before and after gc.freeze
     python benchmarks/live.py --json         # results as JSON on stdout
 
 library: envnet.stream.LiveStream fed as the Live page feeds it (20 ms frames of 48 kHz packed int16 stereo,
@@ -9,6 +10,9 @@ library: envnet.stream.LiveStream fed as the Live page feeds it (20 ms frames of
   time per second of audio (the thread's own CPU clock, so other work on the machine does not count) and the
   wall time of one update (what the page waits for). Beside it, the batch alternative the stream replaces:
   at each update, the last 1.5 s window's learned + mel spectrograms and prediction from scratch.
+gc: the full garbage collection Streamlit runs after every script run, a fragment's included (five times a
+  second on the Live page), with the server's modules and the shipped model loaded, before and after the
+  gc.freeze() that the server's warm-up now does (pages/_ui.py).
 browser: `streamlit run app.py`, Debian's Chromium with a fake microphone playing a generated clip, the Live
   page, Start. Every time a new learned map is on screen (its element appears, its image is decoded and the
   next frame painted) the page's clock is compared with the element's data-arrived, the server's time.time()
@@ -211,9 +215,38 @@ def bench_browser(seconds: float = 40.0) -> dict:
     return out
 
 
+def bench_gc(repeats: int = 5) -> dict:
+    """Streamlit's full garbage collection after every script run (runner.postScriptGC), with what the app's
+    server has loaded, before and after the warm-up's gc.freeze() (pages/_ui.py)."""
+    import gc
+    import importlib
+
+    for name in ("streamlit", "pandas", "plotly.graph_objects", "streamlit_webrtc"):
+        importlib.import_module(name)
+    load_checkpoint()
+    plots.warm_up()
+
+    def timed() -> list[float]:
+        out = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            gc.collect(2)
+            out.append(time.perf_counter() - t)
+        return out
+
+    tracked = len(gc.get_objects())
+    before = timed()
+    gc.freeze()
+    after = timed()
+    gc.unfreeze()
+    res = {"tracked_objects": tracked, "before_freeze": stats(before), "after_freeze": stats(after)}
+    log(f"gc.collect(2) over {tracked} objects: {fmt(stats(before))}; after gc.freeze(): {fmt(stats(after))}")
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--only", default="library,browser")
+    ap.add_argument("--only", default="library,gc,browser")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--seconds", type=float, default=40.0, help="how long the browser streams")
     ap.add_argument("--lengths", default="10,60,300", help="stream lengths for the library, seconds")
@@ -224,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(","))
     if "library" in only:
         results["library"] = bench_library(tuple(int(x) for x in args.lengths.split(",")))
+    if "gc" in only:
+        results["gc"] = bench_gc()
     if "browser" in only:
         results["browser"] = bench_browser(args.seconds)
     if args.json:
