@@ -1,5 +1,5 @@
 # EnvNet Sound Lab as a Hugging Face Docker Space (README front matter: sdk: docker, app_port: 8501).
-# The same two steps as the README's set-up: install requirements.txt, then `streamlit run app.py`.
+# The same two steps as the README's set-up: install requirements.txt, then `streamlit run serve.py`.
 FROM python:3.11-slim
 
 # Spaces run the container as user 1000; give it a home so that caches (torch, streamlit) are writable.
@@ -26,4 +26,4 @@ COPY --chown=user . .
 
 EXPOSE 8501
 HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health')"
-CMD ["python", "-m", "streamlit", "run", "app.py", "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true"]
+CMD ["python", "-m", "streamlit", "run", "serve.py", "--server.port=8501", "--server.address=0.0.0.0", "--server.headless=true"]

@@ -61,7 +61,7 @@ browser:
 		fi
 
 run: install
-	$(PY) -m streamlit run app.py
+	$(PY) -m streamlit run serve.py
 
 test: install-dev browser
 	$(PY) -m ruff check .

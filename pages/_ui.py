@@ -290,18 +290,19 @@ def _picked() -> None:
     st.session_state[CHOICE] = st.session_state[MODEL_KEY]
 
 
-def warm_default_model() -> None:
+def warm_default_model() -> threading.Thread | None:
     """Once per server, in a background thread: fill the default model's caches (fused copy, kernels,
-    frequency response; envnet.cpu.warm_up) and load plotly's figure code (plots.warm_up) while the first
-    visitor's page draws, so their first classification does not pay for them."""
+    frequency response; envnet.cpu.warm_up) and load plotly's figure code (plots.warm_up), so the first
+    classification does not pay for them. serve.py waits for it before the server answers; under a bare
+    `streamlit run app.py` it runs while the first visitor's page draws."""
     key = next(iter(shipped()), None)
     if key is None:
-        return
+        return None
     try:
         model = load_by_key(key).model
     except CheckpointError:
-        return
-    _start_warm_up(model)
+        return None
+    return _start_warm_up(model)
 
 
 @st.cache_resource(show_spinner=False)

@@ -95,7 +95,7 @@ def test_dockerfile_installs_requirements_and_runs_the_app_on_8501() -> None:
     copied = [args for name, args in ins if name == "COPY"]
     assert any("requirements.txt" in c.split() for c in copied), "requirements.txt is not copied in before pip runs"
     cmd = docker_cmd(ins)
-    assert runs_streamlit(cmd) == "app.py", f"the container runs {cmd}, not streamlit run app.py"
+    assert runs_streamlit(cmd) == "serve.py", f"the container runs {cmd}, not streamlit run serve.py"
     assert f"--server.port={PORT}" in cmd or any(
         a == "--server.port" and b == str(PORT) for a, b in zip(cmd, cmd[1:], strict=False)
     ), f"the container's streamlit does not listen on {PORT}: {cmd}"
@@ -205,14 +205,14 @@ def test_readme_setup_and_dockerfile_install_the_same_file_and_run_the_same_app(
     assert app_lines, "no command in the README's code blocks starts the app"
     readme_runs = {s for cmds in app_lines for c in cmds if (s := runs_streamlit(c))}
     readme_installs = {f for cmds in app_lines for c in cmds if (f := installs_requirements(c))}
-    assert readme_runs == {"app.py"}, f"the README's set-up runs {readme_runs}"
+    assert readme_runs == {"serve.py"}, f"the README's set-up runs {readme_runs}"
     ins = dockerfile_instructions(read("Dockerfile"))
     docker_installs = {f for name, args in ins if name == "RUN" for c in shell_commands(args)
                        if (f := installs_requirements(c))}
     assert docker_installs == readme_installs, (
         f"the Dockerfile installs {docker_installs}, the README's app set-up {readme_installs}"
     )
-    assert runs_streamlit(docker_cmd(ins)) == "app.py"
+    assert runs_streamlit(docker_cmd(ins)) == "serve.py"
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed here")
@@ -226,7 +226,7 @@ def test_make_installs_into_the_active_virtualenv_or_into_dot_venv(tmp_path) -> 
 
     plain = dry_run("run")
     assert ".venv/bin/python -m pip install -q -r requirements.txt" in plain
-    assert ".venv/bin/python -m streamlit run app.py" in plain
+    assert ".venv/bin/python -m streamlit run serve.py" in plain
     (tmp_path / "env" / "bin").mkdir(parents=True)
     (tmp_path / "env" / "bin" / "pip").touch()
     active = dry_run("test", VIRTUAL_ENV=str(tmp_path / "env"))

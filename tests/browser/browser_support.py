@@ -58,7 +58,7 @@ def healthy(url: str) -> bool:
 
 
 class StreamlitServer:
-    """`python -m streamlit run app.py` on a free localhost port; its log goes to a file for failure reports."""
+    """`python -m streamlit run serve.py` (the app as `make run` serves it) on a free localhost port; its log goes to a file for failure reports."""
 
     def __init__(self, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -69,7 +69,7 @@ class StreamlitServer:
 
     def start(self) -> StreamlitServer:
         cmd = [
-            sys.executable, "-m", "streamlit", "run", "app.py",
+            sys.executable, "-m", "streamlit", "run", "serve.py",
             "--server.headless", "true",
             "--server.address", "127.0.0.1",
             "--server.port", str(self.port),
