@@ -309,9 +309,11 @@ def warm_default_model() -> threading.Thread | None:
 def _start_warm_up(_model) -> threading.Thread:  # the leading underscore: not hashed, so once per server
     def work() -> None:
         # pandas first (Streamlit and plotly load it lazily; plotly read a half-imported one from another thread),
-        # the Live page's aiortc and PyAV last: all of it frozen below.
+        # the Live page's aiortc and PyAV last: all of it frozen below. Not streamlit_webrtc itself: importing it
+        # declares its component, which Streamlit registers only from a script run (this thread is none), and a
+        # component imported unregistered never draws (the Live page's Start button would not appear).
         steps = [lambda: importlib.import_module("pandas"), lambda: cpu.warm_up(_model), plots.warm_up,
-                 lambda: importlib.import_module("streamlit_webrtc")]
+                 lambda: importlib.import_module("aiortc"), lambda: importlib.import_module("av")]
         for step in steps:  # each on its own: one failing (a module half imported by a page) spares the others
             try:
                 step()
