@@ -317,21 +317,32 @@ def _start_warm_up(_model) -> threading.Thread:  # the leading underscore: not h
         for step in steps:  # each on its own: one failing (a module half imported by a page) spares the others
             try:
                 step()
-            except ImportError:
-                pass
             except Exception:  # a warm-up that fails costs only speed: the pages compute on demand
                 logging.getLogger(__name__).exception("warm-up failed")
-        # Streamlit collects all garbage after every script run (runner.postScriptGC), a fragment's included:
-        # with torch, plotly and aiortc loaded that walks some 285,000 objects, 0.5-1.7 s each time on a busy
-        # 2-core machine, four times a second on the Live page, holding the GIL (benchmarks/README.md).
-        # Freezing what is loaded by now (modules, the default model) leaves it only the objects made since.
-        # Objects freed by their reference count are freed as before; only cycles among these are kept.
-        gc.collect()
-        gc.freeze()
+        freeze_heap()
 
     thread = threading.Thread(target=work, name="envnet-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+def freeze_heap() -> None:
+    """Exclude every object alive now from Python's cyclic garbage collector (gc.freeze).
+
+    Streamlit collects all garbage after every script run (runner.postScriptGC), a fragment's included: with
+    torch, plotly, pandas and aiortc loaded that walked some 300,000 objects, 0.2-1.7 s each time on a busy
+    2-core machine, five times a second on the Live page, holding the GIL (benchmarks/README.md). Frozen, the
+    modules and models loaded so far are skipped: the collection walks only what was made since. Objects
+    freed by their reference count are freed as before; only cycles among the frozen ones stay."""
+    gc.collect()
+    gc.freeze()
+
+
+@st.cache_resource(show_spinner=False)
+def freeze_loaded(after: str) -> bool:
+    """freeze_heap once per server after `after` (a package a page just imported) was loaded."""
+    freeze_heap()
+    return True
 
 
 def render_sidebar(page: str = "") -> None:

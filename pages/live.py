@@ -16,7 +16,7 @@ from envnet.jobs import STREAMS
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.spectra import cached_frequency_response
 from envnet.stream import LiveStream, rtc_configuration
-from pages._ui import current_checkpoint, model_key_of, page_setup
+from pages._ui import current_checkpoint, freeze_loaded, model_key_of, page_setup
 
 KEY = "live_mic"  # streamlit-webrtc keeps its context under this key in session_state
 STREAM = "live_stream"  # this session's LiveStream: private to the browser tab
@@ -85,6 +85,9 @@ except ImportError:
     st.error("The live microphone needs the streamlit-webrtc package, which is not installed on this server "
              "(pip install -r requirements.txt). " + RECORD_HINT)
     st.stop()
+# Imported here, in a page run: streamlit-webrtc registers its browser component only from a script run (the
+# warm-up thread has none). Its modules (aiortc, PyAV) then join the objects the collector skips.
+freeze_loaded("streamlit_webrtc")
 
 try:
     rtc = rtc_configuration()

@@ -71,6 +71,7 @@ def test_live_benchmark_runs_and_reports_cost_per_second(capsys):
     lib = results["library"]
     assert lib["3s"]["cpu_ms_per_audio_s"] > 0 and lib["3s"]["update"]["n"] >= 1
     assert lib["batch_per_update"]["update"]["median"] > 0
+    assert lib["draw"]["cpu_ms_per_update"] > 0 and lib["draw"]["bytes_per_update"] > 10_000  # two map images
 
 
 def test_fewshot_benchmark_runs_on_class_folders_and_reports_accuracy_and_time(tmp_path, monkeypatch, capsys):
