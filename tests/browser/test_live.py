@@ -51,7 +51,8 @@ LIVE_JS = """
   });
   const top = Array.from(document.querySelectorAll('.envnet-topk')).filter(fresh)[0];
   const bars = top ? Array.from(top.querySelectorAll('.envnet-bar')).map(b => [b.dataset.class, parseFloat(b.dataset.p)]) : null;
-  return {maps, bars, verdict: top ? top.querySelector('b').innerText : null};
+  const head = top && top.querySelector('b');
+  return {maps, bars, verdict: head ? head.innerText : null};
 }
 """
 
