@@ -5,7 +5,11 @@ random draws of 4 classes, and the time from pressing Train to a model.
     python benchmarks/fewshot.py --only accuracy --draws 500 --json
 
 Data: ESC-50's layout or one folder per class; by default ../shared/data/esc50-more (20 classes outside
-ESC-10, 8 clips each), so none of its classes was in the shipped model's training.
+ESC-10, 8 clips each). Trunk: the shipped model, or --trunk STEM. The shipped model since issue 11 learned a
+"none of these" output from every esc50-more class, so for a held-out accuracy pass a trunk that never heard
+them, e.g. the ESC-10-only model of commit 17bcb44:
+    git show 17bcb44:checkpoints/envnet-esc10.json > /tmp/old/envnet-esc10.json   # and .safetensors
+    python benchmarks/fewshot.py --only accuracy --trunk /tmp/old/envnet-esc10
 
 accuracy: each draw picks 4 classes at random and, per class, 5 clips to train on and 3 to test (a random
   split each draw). Every clip is embedded once (its fc6 windows, cached by path, as the app caches by example
@@ -46,7 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from bench import log, machine  # noqa: E402
 
-from envnet import limits  # noqa: E402
+from envnet import checkpoint, limits  # noqa: E402
 from envnet.data import load_waves, read_dataset  # noqa: E402
 from envnet.fewshot import Embedder, build_few_shot_model, default_embedder, fit_head, train_few_shot  # noqa: E402
 from envnet.model import SAMPLE_RATE, WINDOW  # noqa: E402
@@ -203,12 +207,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="of those, how many are also scored through envnet.predict (default: %(default)s)")
     ap.add_argument("--repeats", type=int, default=3, help="timed trainings per example length (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--trunk", help="checkpoint stem to embed with (default: the shipped model)")
     ap.add_argument("--json", action="store_true", help="results as JSON on stdout")
     args = ap.parse_args(argv)
     bench._out = sys.stderr if args.json else sys.stdout  # the log lines; stdout carries the JSON
-    results: dict = {"machine": machine(), "data": args.data}
+    results: dict = {"machine": machine(), "data": args.data, "trunk": args.trunk or "shipped"}
     t0 = time.perf_counter()
-    emb = default_embedder()  # the shipped trunk, loaded once per server
+    emb = Embedder(checkpoint.load(args.trunk).model) if args.trunk else default_embedder()  # loaded once per server
     results["trunk_load_s"] = time.perf_counter() - t0
     ds = load_waves(read_dataset(args.data))
     t0 = time.perf_counter()

@@ -107,3 +107,34 @@ def test_fewshot_benchmark_runs_on_class_folders_and_reports_accuracy_and_time(t
     assert fewshot.main(["--data", str(tmp_path), "--only", "class", "--visitors", "4", "--json"]) == 0
     crowd = json.loads(capsys.readouterr().out)["class"]
     assert crowd["failed"] == [] and 0 < crowd["median_done_s"] <= crowd["all_done_s"]
+
+
+def test_fewshot_benchmark_embeds_with_the_trunk_it_is_given(tmp_path, monkeypatch, capsys):
+    """--trunk: held-out accuracy needs a trunk that never heard the classes, not the shipped one."""
+    import numpy as np
+    import soundfile as sf
+    from conftest import tiny_model
+
+    from envnet import checkpoint
+
+    rng = np.random.default_rng(1)
+    for c in range(4):
+        (tmp_path / "data" / f"class{c}").mkdir(parents=True)
+        for i in range(8):
+            tone = 0.4 * np.sin(2 * np.pi * 300 * (c + 1) * np.arange(8000) / 16_000)
+            sf.write(tmp_path / "data" / f"class{c}" / f"{i}.wav", tone + 0.01 * rng.standard_normal(8000), 16_000)
+    trunk = tiny_model(fc_width=24)
+    checkpoint.save(tmp_path / "trunk", trunk, checkpoint.make_card(trunk, ["a", "b", "c"], "trunk"))
+    spec = importlib.util.spec_from_file_location("envnet_bench_fewshot_trunk", ROOT / "benchmarks" / "fewshot.py")
+    fewshot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fewshot)
+
+    def shipped():
+        raise AssertionError("the shipped trunk was used although --trunk was given")
+
+    monkeypatch.setattr(fewshot, "default_embedder", shipped)
+    assert fewshot.main(["--data", str(tmp_path / "data"), "--only", "accuracy", "--draws", "2", "--predict-draws",
+                         "0", "--trunk", str(tmp_path / "trunk"), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["trunk"] == str(tmp_path / "trunk")
+    assert results["accuracy"]["windows"]["draws"] == 2 and "predict" not in results["accuracy"]
