@@ -357,9 +357,9 @@ def _header(weights: bytes) -> dict:
 
 
 def _check_tensors(header: dict, arch: dict, n_classes: int) -> None:
-    n_outputs = n_classes + int(arch.get("other", False))
     """Names, dtypes and shapes from the header against the model the card describes, built on the meta
     device (shapes only, no memory): nothing is allocated for a file that does not fit."""
+    n_outputs = n_classes + int(arch.get("other", False))
     try:
         with torch.device("meta"):
             expected = build_model("envnet", **arch).state_dict()

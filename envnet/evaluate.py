@@ -19,7 +19,8 @@ def clip_probabilities(model: EnvNet, waves: list[torch.Tensor], n_crops: int = 
 
 
 def evaluate(model: EnvNet, ds: Dataset, n_crops: int = 10) -> dict:
-    """accuracy, n_clips, per_class {name: accuracy}, confusion [true][predicted], loss (mean NLL)."""
+    """accuracy, n_clips, per_class {name: accuracy}, confusion [true][predicted], loss (mean NLL), and
+    scores: each non-empty clip's top class probability, the verdict's score (envnet.verdict.scores)."""
     keep = [i for i, w in enumerate(ds.waves) if w.numel()]
     labels = ds.labels[keep]
     probs = clip_probabilities(model, [ds.waves[i] for i in keep], n_crops)
@@ -42,4 +43,5 @@ def evaluate(model: EnvNet, ds: Dataset, n_crops: int = 10) -> dict:
         "per_class": per_class,
         "confusion": confusion.tolist(),
         "classes": list(ds.classes),
+        "scores": probs.max(1).values if len(keep) else torch.zeros(0),
     }

@@ -181,7 +181,6 @@ def _unknown_sounds() -> list[torch.Tensor]:
     return verdict.unknown_sounds(12, seconds=2.0)  # 3 windows each: a few hundred ms to embed, once
 
 
-
 def holdout_plan(counts: list[int], n_folds: int = 5) -> list[list[tuple[int, int]]]:
     """Which (class, example index) pairs each evaluation round holds out.
 

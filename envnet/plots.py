@@ -152,9 +152,8 @@ def timeline_figure(
     Points carry their window index as customdata, so a click can select that window."""
     p = _np(window_probs)
     centres = (np.asarray(starts) + window / 2) / sr
-    ranked = [int(j) for j in np.argsort(-p.mean(0))]
     winners = set(p.argmax(1).tolist())
-    keep = [j for j in ranked if j in winners or ranked.index(j) < max(1, top)]
+    keep = [int(j) for rank, j in enumerate(np.argsort(-p.mean(0))) if rank < max(1, top) or j in winners]
     fig = go.Figure()
     for j in keep:
         fig.add_trace(go.Scatter(

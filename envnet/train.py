@@ -119,6 +119,7 @@ class Trainer:
         self.best: dict | None = None
         self._stop = threading.Event()
         self._start_time = time.perf_counter()  # reset by run(); event times count from there
+        self._val_scores: tuple[int, torch.Tensor] | None = None  # (epoch, scores) of the last validation pass
         self.rank, self.world = _dist()
 
     # -- public -----------------------------------------------------------------------------------
@@ -235,6 +236,7 @@ class Trainer:
         last = self.epoch == c.epochs
         if self.val_ds is not None and len(self.val_ds) and (self.epoch % c.eval_every == 0 or last) and self.rank == 0:
             ev = evaluate(self.model, self.val_ds)
+            self._val_scores = (self.epoch, ev["scores"])  # the final pass's also serve the verdict's calibration
             row.update(val_acc=ev["accuracy"], val_loss=ev["loss"])
             if self.best is None or ev["accuracy"] >= self.best["val_acc"]:
                 self.best = {"epoch": self.epoch, "val_acc": ev["accuracy"]}
@@ -279,6 +281,8 @@ class Trainer:
         if len(waves) > CALIBRATION_CLIPS:
             gen = torch.Generator().manual_seed(self.config.seed)
             waves = [waves[i] for i in torch.randperm(len(waves), generator=gen)[:CALIBRATION_CLIPS].tolist()]
+        elif ds is self.val_ds and self._val_scores is not None and self._val_scores[0] == self.epoch:
+            waves = self._val_scores[1]  # the same clips, just classified by the same weights: not again
         return verdict.calibrate(self.model, self.train_ds.classes, waves, known_from=known_from)
 
     def save_checkpoint(self, stem: str | Path) -> Path:

@@ -151,12 +151,15 @@ def figures(known: torch.Tensor, unknown: torch.Tensor, threshold: float) -> dic
     return out
 
 
-def calibrate(model: EnvNet, classes: Sequence[str], known: Sequence[torch.Tensor], *, keep: float = KEEP,
-              unknown: Sequence[torch.Tensor] | None = None, known_from: str = "held-out clips") -> Calibration:
-    """A max-probability rule for any model: the threshold from its `known` clips, the flagged share from
-    `unknown` sounds (generated ones unless given)."""
+def calibrate(model: EnvNet, classes: Sequence[str], known: Sequence[torch.Tensor] | torch.Tensor, *,
+              keep: float = KEEP, unknown: Sequence[torch.Tensor] | None = None,
+              known_from: str = "held-out clips") -> Calibration:
+    """A max-probability rule for any model: the threshold from its `known` clips (or their `scores`, when a
+    validation pass has just measured them), the flagged share from `unknown` sounds (generated ones unless
+    given)."""
     unknown = unknown_sounds(30) if unknown is None else unknown
-    k, u = scores(model, known, classes), scores(model, unknown, classes)
+    k = known if isinstance(known, torch.Tensor) else scores(model, known, classes)
+    u = scores(model, unknown, classes)
     t = choose_threshold(k, keep=keep)
     figs = figures(k, u, t) | {"known": known_from, "unknown": "generated tones, noise, clicks, chords, sweeps"}
     return Calibration("other-output" if model.config.other else "max-probability", t, figs)
@@ -218,15 +221,13 @@ def add_other_output(
     gen = torch.Generator().manual_seed(seed)
     params = [p for m in (new.fc5, new.fc6, new.fc7) for p in m.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
-    p_drop = new.config.dropout
+    new.train()  # dropout in fc5 and fc6 as in training; the frozen convolutions do not run here
     with torch.enable_grad():
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=gen)
             for i in range(0, len(x), 128):
                 idx = order[i : i + 128]
-                h = F.dropout(F.relu(new.fc5(x[idx])), p_drop)
-                h = F.dropout(F.relu(new.fc6(h)), p_drop)
-                loss = F.cross_entropy(new.fc7(h), y[idx], weight=weight)
+                loss = F.cross_entropy(new.head(x[idx]), y[idx], weight=weight)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

@@ -64,7 +64,7 @@ def add_example(class_name: str, file_id: str, name: str, data: bytes, session: 
     except ValueError as e:  # AudioError included
         st.error(f"“{name}” was not added: {e}")
         return
-    if len(added) == 1 and not session and added[0].name == name:
+    if not session and added[0].name == name:  # kept whole: nothing to say (split ones are "take 1", …)
         return
     st.session_state["own_msg_ok"] = (f"“{name}” was split into {len(added)} example"
                                       f"{'s' * (len(added) != 1)} of “{class_name}”: listen to them "

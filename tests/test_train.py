@@ -8,7 +8,7 @@ import pytest
 import torch
 from tonedata import CLASSES, memory_dataset
 
-from envnet import checkpoint
+from envnet import checkpoint, verdict
 from envnet.evaluate import evaluate
 from envnet.train import TrainConfig, Trainer
 
@@ -232,3 +232,19 @@ def test_the_batch_never_exceeds_the_clips():
     assert suggested_batch(13) == 4  # about four updates per epoch, not one batch of 32 over 13 clips
     assert suggested_batch(3) == 3 and suggested_batch(1000) == 32
     assert all(suggested_batch(n) <= n for n in range(1, 200))
+
+
+def test_the_verdict_rule_after_a_run_is_the_one_its_held_out_clips_give(monkeypatch):
+    """The final validation pass's scores set the threshold without classifying the clips again, and give
+    exactly the rule calibrating from scratch gives."""
+    cfg = TrainConfig(epochs=1, **TINY)
+    held_out = memory_dataset(per_class=2, seconds=0.5, seed=1)
+    trainer = Trainer(memory_dataset(per_class=2, seconds=0.5), held_out, cfg)
+    classified = []
+    real_scores = verdict.scores
+    monkeypatch.setattr(verdict, "scores", lambda m, waves, c: classified.append(len(waves)) or real_scores(m, waves, c))
+    model = trainer.run()
+    assert classified == [30]  # the generated unknown sounds only: the held-out clips' scores came from validation
+    again = verdict.calibrate(model, trainer.train_ds.classes, [w for w in held_out.waves if w.numel()],
+                              known_from="held-out clips")
+    assert model.calibration == again
