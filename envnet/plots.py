@@ -1,5 +1,6 @@
-"""Plotly figures for the app. Each builder takes arrays and returns a go.Figure, so every plot can be
-tested without Streamlit (tests/test_plots.py) and reused in notebooks.
+"""Figures for the app. Each builder takes arrays and returns a plotly go.Figure, or, for what is redrawn
+on every window move or live update (the maps, the waveform, the live top classes), light HTML that a
+browser draws in milliseconds. Every plot can be tested without Streamlit (tests/test_plots.py).
 
 Time axes are in seconds, frequency axes in Hz (log scale); filter and band axes are in Hz (their centres)
 when the rows are sorted by centre frequency, else indices 0–39.
@@ -11,6 +12,7 @@ import base64
 import functools
 import html
 import io
+import math
 import re
 from collections.abc import Sequence
 
@@ -27,7 +29,6 @@ from envnet.teaching import conv_output_length
 LEARNED_TITLE = "Learned spectrogram (40 × 150)"
 MEL_TITLE = "Mel spectrogram (40 × 150)"
 LOG_HZ_TICKS = (10, 30, 100, 300, 1000, 3000)  # about evenly spaced on a log axis from 10 Hz to 8 kHz
-MAX_WAVE_POINTS = 4000  # a browser draws 4,000 points instantly; a 60 s clip has 960,000
 # Streamlit's chart element rewrites the colours #000001, #000002, … in a figure to its theme's palette,
 # even with theme=None, and Magma starts at #000004: the quietest cells came out lavender. One shade off
 # keeps them black.
@@ -102,32 +103,6 @@ def _envelope(wave: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray
     idx = np.repeat(np.arange(chunks.shape[0]) * bucket + bucket // 2, 2)
     vals = np.stack([chunks.min(1), chunks.max(1)], 1).reshape(-1)
     return idx, vals
-
-
-def waveform_figure(
-    wave, starts: Sequence[int] = (), selected: int | None = None, *, sr: int = SAMPLE_RATE,
-    window: int = WINDOW, title: str = "Waveform and analysed windows",
-) -> go.Figure:
-    """The clip as a line, each analysed 1.5 s window as a shaded band, the selected one highlighted."""
-    w = _np(wave).reshape(-1)
-    idx, vals = _envelope(w, MAX_WAVE_POINTS)
-    # SVG, not WebGL (Scattergl): 4,000 points draw at once as SVG, while WebGL in a tab without a GPU
-    # (headless, many laptops' software GL) made each slider move's redraw seconds slower (benchmarks/).
-    fig = go.Figure(go.Scatter(x=(idx / sr).astype(np.float32), y=np.asarray(vals, dtype=np.float32),
-                               mode="lines", name="waveform", line={"width": 1},
-                               hovertemplate="%{x:.3f} s<br>%{y:.3f}<extra></extra>"))
-    # All bands in one layout update: add_vrect per window re-validates the whole figure each time
-    # (~10 ms a band, a second for a long clip's 120 windows).
-    fig.update_layout(shapes=[
-        {"type": "rect", "xref": "x", "yref": "paper", "x0": s / sr, "x1": (s + window) / sr, "y0": 0, "y1": 1,
-         "line": {"width": 2 if i == selected else 0, "color": "crimson"}, "layer": "below",
-         "fillcolor": "crimson" if i == selected else "royalblue", "opacity": 0.25 if i == selected else 0.07}
-        for i, s in enumerate(starts)
-    ])
-    _layout(fig, title, 250, left=50)
-    fig.update_xaxes(title_text="time (s)")
-    fig.update_yaxes(title_text="amplitude", range=[-1.05, 1.05])
-    return fig
 
 
 def topk_figure(top: Sequence[tuple[str, float]], title: str = "Top classes") -> go.Figure:
@@ -218,7 +193,8 @@ def spectrogram_pair(
         learned_fig.update_yaxes(title_text="filter (by centre frequency)" if order is not None else "filter")
     band_hz = mel_band_centres(M.shape[0])
     mel_fig = go.Figure(go.Heatmap(
-        z=M, x=t, y=np.arange(M.shape[0]), colorscale=MAGMA, name="mel",
+        z=M, x=t, y=np.arange(M.shape[0]), colorscale=MAGMA, name="mel", zmax=float(M.max()),
+        zmin=float(M.max()) - MEL_RANGE_DB,
         customdata=np.broadcast_to(band_hz[:, None], M.shape).astype(np.float32),
         colorbar={**colorbar, "title": {"text": "dB", "side": "right"}},
         hovertemplate="time %{x:.3f} s<br>mel band %{y} (centre %{customdata:.0f} Hz)<br>%{z:.1f} dB<extra></extra>",
@@ -429,14 +405,18 @@ def conv_arithmetic_figure(length: int, kernel: int, stride: int, padding: int, 
 
 LIVE_LEARNED_TITLE = "Learned spectrogram, live"
 LIVE_MEL_TITLE = "Mel spectrogram, live"
-MEL_RANGE_DB = 80.0  # the live mel map shows its loudest 80 dB; quieter is black
-LIVE_MAP_HEIGHT = 200  # pixels of map (without its labels)
+MEL_RANGE_DB = 80.0  # the mel maps show their loudest 80 dB; quieter is black
+MAP_HEIGHT = 240  # pixels of map (without its labels)
+LIVE_MAP_HEIGHT = 200
+WAVE_TITLE = "Waveform and analysed windows"
+WAVE_HEIGHT = 140
+MAX_SVG_POINTS = 2000  # min/max pairs of 1,000 buckets: more than a laptop-wide plot has pixels
 # Plotly's default first colour, as the Classify page's top-classes bars have it.
 BAR_COLOUR = "#636efa"
-LIVE_CSS = """<style>
-.envnet-live{display:flex;flex-wrap:wrap;gap:12px 20px;font-size:12px;line-height:1.2}
+MAPS_CSS = """<style>
+.envnet-maps{display:flex;flex-wrap:wrap;gap:12px 20px;font-size:12px;line-height:1.2}
 .envnet-map{flex:1 1 300px;min-width:0}
-.envnet-map h4{font-size:15px;font-weight:600;margin:0 0 6px 0;padding:0}
+.envnet-map h4,.envnet-wave h4{font-size:15px;font-weight:600;margin:0 0 6px 0;padding:0}
 .envnet-grid{display:grid;grid-template-columns:14px 36px minmax(0,1fr) 8px 10px 28px 14px}
 .envnet-grid>*{grid-row:1}
 .envnet-vt{writing-mode:vertical-rl;transform:rotate(180deg);text-align:center;opacity:.75;white-space:nowrap;
@@ -450,6 +430,10 @@ LIVE_CSS = """<style>
 .envnet-grid>.envnet-xtitle{grid-row:3;grid-column:3;text-align:center;opacity:.75}
 .envnet-plot{position:relative;display:flex;justify-content:flex-end;background:rgba(128,128,128,.12)}
 .envnet-plot img{display:block;height:100%;image-rendering:pixelated}
+.envnet-nobar{grid-template-columns:14px 36px minmax(0,1fr) 8px}
+.envnet-wave{font-size:12px;line-height:1.2}
+.envnet-wave .envnet-plot{background:none}
+.envnet-wave img{width:100%;image-rendering:auto}
 .envnet-topk{font-size:14px;max-width:560px}
 .envnet-topk b{display:block;font-size:16px;margin:0 0 8px 0}
 .envnet-bars{display:grid;grid-template-columns:max-content minmax(0,1fr) 3.6em;gap:6px 8px;align-items:center}
@@ -503,21 +487,28 @@ def _ticks(cls: str, labels: Sequence[tuple[float, str]], side: str, column: int
     return f'<div class="envnet-ticks {cls}"{where}>{spans}</div>'
 
 
-def live_map_html(values, kind: str, *, first_frame: int = 0, seconds: float = 6.0,
-                  order: Sequence[int] | None = None, centres=None, arrived: float = 0.0, drawn: float = 0.0,
-                  height: int = LIVE_MAP_HEIGHT) -> str:
-    """One of the Live page's scrolling maps, kind "learned" or "mel", as HTML: the newest columns as a PNG
-    (one pixel per cell) filling the last `seconds` from the right, with the time since Start below, rows in
-    Hz at the left and a colour bar at the right, all plain HTML text.
+def _time_ticks(left: float, right: float, most: int = 6) -> list[tuple[float, str]]:
+    """Round times (0.5 s, 1 s, 2 s … apart, at most `most` steps) as (fraction of the axis, label)."""
+    span = max(right - left, 1e-9)
+    step = next((s for s in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60) if span / s <= most), 120)
+    first, last = math.ceil((left - span / 100) / step), math.floor((right + span / 100) / step)
+    return [((k * step - left) / span, f"{k * step:g}") for k in range(first, last + 1)]
 
-    The colours and scales are the Classify page's (spectrogram_pair): the learned map in Viridis, dB re its
-    loudest cell (of the last seconds) down to LEARNED_FLOOR_DB, rows low → high by `order`, in Hz with
-    `centres`; the mel map in Magma over its loudest MEL_RANGE_DB. Redrawn five times a second, where three
-    plotly charts cost the browser more than the time between redraws (benchmarks/README.md).
 
-    The outer element carries data-kind, data-columns, data-first-frame, data-arrived (the server's
-    time.time() when the newest audio in it arrived) and data-drawn (when the page drew it): benchmarks/live.py
-    compares them with the browser's clock to see where the time from sound to screen goes."""
+def map_html(values, kind: str, *, start_sample: int = 0, seconds: float | None = None,
+             order: Sequence[int] | None = None, centres=None, title: str | None = None, x_title: str = "time (s)",
+             height: int = MAP_HEIGHT, data: dict | None = None) -> str:
+    """A learned (kind "learned") or mel ("mel") map as HTML: a PNG with one pixel per cell, rows in Hz at
+    the left, a colour bar at the right and the time axis below, all plain HTML text. Its first column is the
+    frame that starts at `start_sample`; with `seconds` (the Live page's scrolling view), the newest columns
+    fill the last `seconds` from the right.
+
+    The learned map in Viridis, dB re its loudest cell down to LEARNED_FLOOR_DB, rows re-stacked low → high
+    by `order` and labelled in Hz with `centres`; the mel map in Magma over its loudest MEL_RANGE_DB. The
+    same colours and scales as the interactive charts (spectrogram_pair), drawn in milliseconds where a
+    plotly heatmap took the browser ~0.4 s on every window change (benchmarks/README.md).
+
+    The outer element carries data-kind, data-columns, data-start (start_sample) and any `data` given."""
     if kind not in ("learned", "mel"):
         raise ValueError(f"kind must be 'learned' or 'mel', not {kind!r}")
     z = _np(values)
@@ -526,26 +517,24 @@ def live_map_html(values, kind: str, *, first_frame: int = 0, seconds: float = 6
     n, cols = z.shape
     if kind == "learned":
         rows = np.arange(n) if order is None else np.asarray(order)
-        z, lo, hi, colours, bar, title = activation_db(z[rows]), LEARNED_FLOOR_DB, 0.0, "Viridis", "dB re loudest", \
-            LIVE_LEARNED_TITLE
+        z, lo, hi, colours, bar = activation_db(z[rows]), LEARNED_FLOOR_DB, 0.0, "Viridis", "dB re loudest"
         if order is not None and centres is not None:
             row_hz, ytitle = np.asarray(centres, dtype=float)[rows], "filter centre (Hz)"
         else:
             row_hz, ytitle = None, "filter (by centre frequency)" if order is not None else "filter"
     else:
         hi = float(z.max()) if z.size else 0.0
-        lo, colours, bar, title = hi - MEL_RANGE_DB, tuple(MAGMA), "dB", LIVE_MEL_TITLE
+        lo, colours, bar = hi - MEL_RANGE_DB, tuple(MAGMA), "dB"
         row_hz, ytitle = mel_band_centres(n), "mel band centre (Hz)"
-    span = max(1, round(seconds * SAMPLE_RATE / POOL))  # columns across the whole width
+    title = title or (LEARNED_TITLE if kind == "learned" else MEL_TITLE)
+    span = max(1, cols) if seconds is None else max(1, round(seconds * SAMPLE_RATE / POOL))  # columns across
     dx = POOL / SAMPLE_RATE
     # The right edge is the newest column's right edge (columns centred at frame_times); before any sound,
-    # the first `seconds` since Start.
-    right = ((first_frame + cols - 1) * POOL + FRAME_CENTRE) / SAMPLE_RATE + dx / 2 if cols else seconds
+    # the first `seconds`.
+    right = (start_sample + (cols - 1) * POOL + FRAME_CENTRE) / SAMPLE_RATE + dx / 2 if cols else span * dx
     left = right - span * dx
     picks = sorted({*range(0, n, 5), n - 1}) if n else []
     ylabels = [((r + 0.5) / n, hz_label(row_hz[r]) if row_hz is not None else str(r)) for r in picks]
-    xlabels = [((t - left) / (right - left), f"{t:.0f}") for t in range(max(0, int(np.ceil(left))),
-                                                                      int(np.floor(right)) + 1)]
     cticks = [(f, f"{lo + (hi - lo) * f:.0f}") for f in np.linspace(0, 1, 5)]
     table = colour_table(colours)
     gradient = ",".join(f"rgb({r},{g},{b}) {_pct(i / 255)}" for i in (*range(0, 255, 17), 255)
@@ -556,29 +545,83 @@ def live_map_html(values, kind: str, *, first_frame: int = 0, seconds: float = 6
               f'style="width:{_pct(min(cols, span) / span)}">'
     else:
         img = ""
+    attrs = "".join(f' data-{k}="{html.escape(str(v))}"' for k, v in
+                    {"kind": kind, "columns": min(cols, span), "start": start_sample, **(data or {})}.items())
     return (
-        f'<div class="envnet-map" data-kind="{kind}" data-columns="{min(cols, span)}" data-first-frame="{first_frame}"'
-        f' data-arrived="{arrived:.3f}" data-drawn="{drawn:.3f}"><h4>{html.escape(title)}</h4><div class="envnet-grid">'
+        f'<div class="envnet-map"{attrs}><h4>{html.escape(title)}</h4><div class="envnet-grid">'
         f'<div class="envnet-vt" style="grid-column:1;height:{height}px">{html.escape(ytitle)}</div>'
         f'{_ticks("envnet-y", ylabels, "bottom", 2)}'
         f'<div class="envnet-plot" style="grid-column:3;height:{height}px">{img}</div>'
         f'<div style="grid-column:5;background:linear-gradient(to top,{gradient})"></div>'
         f'{_ticks("envnet-c", cticks, "bottom", 6)}'
         f'<div class="envnet-vt" style="grid-column:7">{html.escape(bar)}</div>'
-        f'{_ticks("envnet-x", xlabels, "left")}'
-        f'<div class="envnet-xtitle">time since Start (s)</div>'
+        f'{_ticks("envnet-x", _time_ticks(left, right), "left")}'
+        f'<div class="envnet-xtitle">{html.escape(x_title)}</div>'
         f'</div></div>'
     )
 
 
+def maps_html(learned, mel, *, start_sample: int = 0, order: Sequence[int] | None = None, centres=None,
+              learned_title: str | None = None, mel_title: str | None = None, **kwargs) -> str:
+    """The learned and mel maps of the same samples (map_html), side by side on a laptop and one above the
+    other on a phone, in one piece of HTML: the browser replaces both at once, so they always show the same
+    moment."""
+    maps = [map_html(learned, "learned", start_sample=start_sample, order=order, centres=centres,
+                     title=learned_title, **kwargs),
+            map_html(mel, "mel", start_sample=start_sample, title=mel_title, **kwargs)]
+    return f'{MAPS_CSS}<div class="envnet-maps">{"".join(maps)}</div>'
+
+
 def live_maps_html(learned, mel, *, first_frame: int = 0, seconds: float = 6.0, order: Sequence[int] | None = None,
                    centres=None, arrived: float = 0.0, drawn: float = 0.0) -> str:
-    """Both live maps (live_map_html), side by side on a laptop and one above the other on a phone, in one
-    piece of HTML: the browser replaces both at once, so they always show the same moment."""
-    maps = [live_map_html(learned, "learned", first_frame=first_frame, seconds=seconds, order=order, centres=centres,
-                          arrived=arrived, drawn=drawn),
-            live_map_html(mel, "mel", first_frame=first_frame, seconds=seconds, arrived=arrived, drawn=drawn)]
-    return f'{LIVE_CSS}<div class="envnet-live">{"".join(maps)}</div>'
+    """The Live page's two scrolling maps: the last `seconds` of the stream, its column `first_frame` first,
+    with the time since Start below. data-arrived (the server's time.time() when the newest audio in them
+    arrived) and data-drawn (when the page drew them) let benchmarks/live.py compare them with the browser's
+    clock to see where the time from sound to screen goes."""
+    return maps_html(learned, mel, start_sample=first_frame * POOL, order=order, centres=centres, seconds=seconds,
+                     x_title="time since Start (s)", height=LIVE_MAP_HEIGHT, learned_title=LIVE_LEARNED_TITLE,
+                     mel_title=LIVE_MEL_TITLE,
+                     data={"first-frame": first_frame, "arrived": f"{arrived:.3f}", "drawn": f"{drawn:.3f}"})
+
+
+def waveform_html(wave, starts: Sequence[int] = (), selected: int | None = None, *, sr: int = SAMPLE_RATE,
+                  window: int = WINDOW, title: str = WAVE_TITLE, height: int = WAVE_HEIGHT) -> str:
+    """The clip as a line (min/max per bucket, so every peak stays), each analysed window as a shaded band
+    and the selected one outlined in red: an SVG image under HTML axes, which a browser redraws in a
+    millisecond when the window moves (the plotly chart took ~0.3 s, all 4,000 points drawn again).
+    An image, not inline SVG: Streamlit's st.html removes <svg>. The outer element carries data-selected
+    and data-windows."""
+    w = _np(wave).reshape(-1)
+    idx, vals = _envelope(w, MAX_SVG_POINTS)
+    x0 = min([0, *starts]) / sr
+    x1 = max(max([len(w), *(s + window for s in starts)]) / sr, x0 + 1 / sr)
+
+    def band(s: int, chosen: bool) -> str:
+        look = 'fill="crimson" fill-opacity=".25" stroke="crimson" stroke-width="2" vector-effect="non-scaling-stroke"' \
+            if chosen else 'fill="royalblue" fill-opacity=".07"'
+        return f'<rect x="{s / sr:.4f}" y="-1.05" width="{window / sr:.4f}" height="2.1" {look}/>'
+
+    bands = "".join(band(s, False) for i, s in enumerate(starts) if i != selected)
+    if selected is not None and 0 <= selected < len(starts):
+        bands += band(starts[selected], True)  # last, so its outline is on top
+    # SVG's y axis points down; 0.0 - v also turns -0.0 into 0.0
+    line = " ".join(f"{i / sr:.4f},{0.0 - v:.3f}" for i, v in zip(idx.tolist(), vals.tolist(), strict=True))
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="{x0:.4f} -1.05 {x1 - x0:.4f} 2.1" '
+           f'preserveAspectRatio="none">{bands}<polyline points="{line}" fill="none" stroke="{BAR_COLOUR}" '
+           f'stroke-width="1" vector-effect="non-scaling-stroke"/></svg>')
+    src = base64.b64encode(svg.encode()).decode("ascii")
+    yticks = [((v + 1.05) / 2.1, f"{v:g}") for v in (-1, -0.5, 0, 0.5, 1)]
+    return (
+        f'{MAPS_CSS}<div class="envnet-wave" data-selected="{-1 if selected is None else selected}" '
+        f'data-windows="{len(starts)}"><h4>{html.escape(title)}</h4><div class="envnet-grid envnet-nobar">'
+        f'<div class="envnet-vt" style="grid-column:1;height:{height}px">amplitude</div>'
+        f'{_ticks("envnet-y", yticks, "bottom", 2)}'
+        f'<div class="envnet-plot" style="grid-column:3;height:{height}px">'
+        f'<img alt="{html.escape(title)}" src="data:image/svg+xml;base64,{src}"></div>'
+        f'{_ticks("envnet-x", _time_ticks(x0, x1), "left")}'
+        f'<div class="envnet-xtitle">time (s)</div>'
+        f'</div></div>'
+    )
 
 
 def top_classes_html(top: Sequence[tuple[str, float]], headline: str = "") -> str:
@@ -591,17 +634,18 @@ def top_classes_html(top: Sequence[tuple[str, float]], headline: str = "") -> st
         f'<span>{p:.1%}</span></div>'
         for name, p in top)
     head = f"<b>{html.escape(headline)}</b>" if headline else ""
-    return f'{LIVE_CSS}<div class="envnet-topk">{head}<div class="envnet-bars">{rows}</div></div>'
+    return f'{MAPS_CSS}<div class="envnet-topk">{head}<div class="envnet-bars">{rows}</div></div>'
 
 
 def warm_up() -> None:
     """Build and serialise the Classify page's figures once, from stand-in data, so that plotly's lazily
     imported validators and encoders (0.46 s for the first set in a process against 0.15 s later, measured
-    under load) are loaded before a visitor's first upload waits for them; likewise the Live page's image
-    encoder. Returns nothing, keeps nothing."""
+    under load) are loaded before a visitor's first upload waits for them; likewise the maps' PNG encoder.
+    Returns nothing, keeps nothing."""
     maps = torch.ones(N_BANDS, N_FRAMES)
     figs = [topk_figure([("a", 0.5), ("b", 0.5)]), timeline_figure(torch.full((2, 2), 0.5), [0, WINDOW], ["a", "b"]),
-            waveform_figure(torch.zeros(2 * WINDOW), [0, WINDOW], 0), *spectrogram_pair(maps, maps)]
+            *spectrogram_pair(maps, maps)]
     for fig in figs:
         fig.to_json()
-    map_png(np.zeros((1, 1), np.uint8), "Viridis")  # Pillow's PNG encoder, for the Live page's first update
+    maps_html(maps, maps)  # Pillow's PNG encoder
+    waveform_html(torch.zeros(2 * WINDOW), [0, WINDOW], 0)

@@ -443,8 +443,9 @@ def charts_side_by_side(figs, keys: list[str]) -> None:
 SPECTROGRAM_CAPTIONS = (
     "**Activation** (the learned map): how strongly each learned filter answers, its output after the two filter layers "
     f"and the 10 ms max-pool, drawn in dB below the loudest cell (20·log₁₀ of the ratio, floor "
-    f"{plots.LEARNED_FLOOR_DB:.0f} dB) so quiet detail stays visible; hover shows the raw value.",
-    "**dB** (the mel map): decibels, 10·log₁₀ of the sound's power in each mel band; every 10 dB is ten times the power.",
+    f"{plots.LEARNED_FLOOR_DB:.0f} dB) so quiet detail stays visible.",
+    f"**dB** (the mel map): decibels, 10·log₁₀ of the sound's power in each mel band, the loudest "
+    f"{plots.MEL_RANGE_DB:.0f} dB shown; every 10 dB is ten times the power.",
     "**Why they look alike**: both split the sound into 40 frequency bands, low at the bottom, every 10 ms. The "
     "mel bands were designed by people; the network learned its filters from sounds, and with rows sorted by "
     "centre frequency they end up covering the frequencies in a similar way.",
@@ -453,10 +454,16 @@ SPECTROGRAM_CAPTIONS = (
 
 def show_spectrograms(learned, mel, *, start_sample: int = 0, response=None, key: str) -> None:
     """The learned and mel spectrograms of one window side by side (stacked on a phone), their y axes in Hz
-    when the filters are sorted by their measured centre frequencies (`response`), and what the colours mean."""
-    figs = plots.spectrogram_pair(learned, mel, start_sample=start_sample,
-                                  order=None if response is None else response.order,
-                                  centres=None if response is None else response.centres)
-    charts_side_by_side(figs, [f"{key}_learned", f"{key}_mel"])
+    when the filters are sorted by their measured centre frequencies (`response`), and what the colours mean.
+    Drawn as images, which the browser replaces at once when the window moves; interactive charts (zoom,
+    hover with each cell's value) on request, at ~0.4 s of the browser's time per chart and move."""
+    order, centres = (None, None) if response is None else (response.order, response.centres)
+    if st.toggle("Zoom and hover on the maps", key=f"{key}_interactive",
+                 help="Interactive charts: zoom in, and hover for a cell's time, filter, frequency and raw "
+                      "value. Slower to redraw when the window changes."):
+        figs = plots.spectrogram_pair(learned, mel, start_sample=start_sample, order=order, centres=centres)
+        charts_side_by_side(figs, [f"{key}_learned", f"{key}_mel"])
+    else:
+        st.html(plots.maps_html(learned, mel, start_sample=start_sample, order=order, centres=centres))
     for line in SPECTROGRAM_CAPTIONS:
         st.caption(line)

@@ -277,7 +277,7 @@ def show_results(ck, clip: dict, res: dict) -> None:
         else:
             sel = 0
             st.caption("The clip fits in one window (shorter clips are centred in silence).")
-        chart(plots.waveform_figure(wave, timeline.starts, sel), "classify_wave")
+        st.html(plots.waveform_html(wave, timeline.starts, sel))
     starts = timeline.starts  # the timeline's windows are the ones the slider and the chart count
     sort = st.toggle("Order learned filters by centre frequency", value=True, key="classify_sort",
                      help="Stack the learned filters from low to high frequency so the map reads like a spectrogram.")

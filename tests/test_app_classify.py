@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from envnet import checkpoint
@@ -79,20 +81,40 @@ def test_opens_on_classify_with_the_default_model(at):
     assert not at.error
 
 
-def test_uploaded_wav_shows_topk_timeline_and_both_spectrograms(at):
+def page_html(at: AppTest) -> str:
+    """The page's HTML elements: the maps (plots.maps_html) and the waveform (plots.waveform_html)."""
+    return "".join(h.proto.body for h in at.get("html"))
+
+
+def maps(at: AppTest) -> dict[str, dict]:
+    """The learned and mel maps on the page: their data attributes and (width, height) in pixels."""
+    out = {}
+    for part in page_html(at).split('<div class="envnet-map"')[1:]:
+        attrs = dict(re.findall(r' data-([a-z-]+)="([^"]*)"', part.split(">", 1)[0]))
+        png = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', part).group(1))
+        out[attrs["kind"]] = {**attrs, "size": Image.open(io.BytesIO(png)).size}
+    return out
+
+
+def test_uploaded_wav_shows_topk_timeline_waveform_and_both_spectrograms(at):
     upload(at, "tone.wav", wav_bytes())
     assert not at.exception and not at.error
     titles = all_titles(at)
-    for expected in ("Top classes", "Waveform and analysed windows", "Learned spectrogram (40 × 150)",
-                     "Mel spectrogram (40 × 150)"):
-        assert expected in titles
+    assert "Top classes" in titles
     assert any(t.startswith("Class probabilities over time") for t in titles)  # 2.5 s > one window
-    heat = [t for title in ("Learned spectrogram (40 × 150)", "Mel spectrogram (40 × 150)")
-            for t in figure(at, title)["data"] if t["type"] == "heatmap"]
-    assert [arr(h["z"]).shape for h in heat] == [(40, 150), (40, 150)]
+    markup = page_html(at)
+    for expected in ("Waveform and analysed windows", "Learned spectrogram (40 × 150)", "Mel spectrogram (40 × 150)"):
+        assert expected in markup
+    assert {k: m["size"] for k, m in maps(at).items()} == {"learned": (150, 40), "mel": (150, 40)}
     top = figure(at, "Top classes")
     assert len(top["data"][0]["y"]) == 5
     assert any("Sounds like" in m.value for m in at.markdown) or any("Not sure" in w.value for w in at.warning)
+    # On request, the same maps as interactive charts.
+    at.toggle(key="classify_spectrograms_interactive").set_value(True).run()
+    heat = [t for title in ("Learned spectrogram (40 × 150)", "Mel spectrogram (40 × 150)")
+            for t in figure(at, title)["data"] if t["type"] == "heatmap"]
+    assert [arr(h["z"]).shape for h in heat] == [(40, 150), (40, 150)]
+    assert not maps(at)
 
 
 def test_a_tone_is_not_one_of_the_ten_sounds(at):
@@ -121,13 +143,13 @@ def test_window_slider_moves_the_spectrograms(at):
     assert slider.value == 0 and len(slider.options) >= 3
     assert slider.options[:3] == ["0.0–1.5 s", "0.5–2.0 s", "1.0–2.5 s"]  # seconds, not a bare index
 
-    def first_time(at: AppTest) -> float:
-        return float(arr(figure(at, "Learned spectrogram (40 × 150)")["data"][0]["x"])[0])
+    def shown(at: AppTest) -> tuple[list[str], str]:
+        return [m["start"] for m in maps(at).values()], re.search(r'data-selected="(\d+)"', page_html(at)).group(1)
 
-    t0 = first_time(at)
+    assert shown(at) == (["0", "0"], "0")
     slider.set_value(2).run()
     assert not at.exception
-    assert first_time(at) == pytest.approx(t0 + 1.0)  # windows are 0.5 s apart
+    assert shown(at) == (["16000", "16000"], "2")  # windows are 0.5 s apart; the waveform outlines window 2
 
 
 @pytest.mark.parametrize("name,data,fragment", [
@@ -223,6 +245,8 @@ def test_the_verdict_comes_right_after_the_sound(at):
         for child in getattr(node, "children", {}).values():
             if child.type == "plotly_chart":
                 order.append(fig_titles(json.loads(child.proto.spec))[0])
+            elif child.type == "html" and "envnet-wave" in child.proto.body:
+                order.append("Waveform and analysed windows")
             elif child.type in ("markdown", "warning") and any(
                     w in getattr(child, "value", "") for w in ("Sounds like", "Not sure", "silent")):
                 order.append("verdict")

@@ -41,13 +41,17 @@ def test_filters_page_renders_for_the_default_model():
     assert not at.error
     t = titles(at)
     for expected in ("Mel filterbank (40 bands)", "Kernels (8 taps each)", "Kernel magnitude spectra",
-                     "How strongly each filter responds", "Learned spectrogram (40 × 150)"):
+                     "How strongly each filter responds"):
         assert expected in t
     assert any(x.startswith("Learned filters (sorted by centre frequency)") for x in t)
-    assert "Mel spectrogram (40 × 150)" in t and "Mel filterbank (40 bands)" in t
+    # The tone's two maps, as images (plots.maps_html), with rows in Hz while the filters are sorted.
+    maps = "".join(h.proto.body for h in at.get("html"))
+    assert "Learned spectrogram (40 × 150)" in maps and "Mel spectrogram (40 × 150)" in maps
+    assert "filter centre (Hz)" in maps
     assert any(c.value.startswith("**Why they look alike**") for c in at.caption)  # what the two maps show
     at.toggle(key="filters_sort").set_value(False).run()
     assert "Learned filters (in network order)" in titles(at)
+    assert "filter centre (Hz)" not in "".join(h.proto.body for h in at.get("html"))
     at.radio(key="filters_kind").set_value("Sweep").run()
     assert not at.exception and len(at.get("audio")) == 1
 

@@ -112,26 +112,40 @@ def test_mel_band_centres_are_where_the_filterbank_peaks():
     np.testing.assert_allclose(mel_band_centres(N_BANDS), peaks, atol=2.0)
 
 
-def test_waveform_marks_each_window_and_highlights_the_selected_one():
+def waveform(markup: str) -> dict:
+    """waveform_html's markup read as a browser would: the bands (outlined or not, start, width) in drawing
+    order, the line's points (time, amplitude), the tick labels."""
+    svg = base64.b64decode(re.search(r'src="data:image/svg\+xml;base64,([^"]+)"', markup).group(1)).decode()
+    rects = [("stroke" in attrs, float(x), float(w)) for x, w, attrs in
+             re.findall(r'<rect x="([\d.-]+)" y="[^"]*" width="([\d.]+)" height="[^"]*"([^>]*)>', svg)]
+    pts = np.array([[float(v) for v in p.split(",")] for p in
+                    re.search(r'<polyline points="([^"]*)"', svg).group(1).split()])
+    ticks = {cls: re.findall(r"<span[^>]*>([^<]*)</span>", body)
+             for cls, body in re.findall(r'class="envnet-ticks envnet-(\w)"[^>]*>(.*?)</div>', markup)}
+    return {"rects": rects, "t": pts[:, 0], "y": -pts[:, 1], "ticks": ticks,
+            "selected": int(re.search(r'data-selected="(-?\d+)"', markup).group(1))}
+
+
+def test_waveform_marks_each_window_and_outlines_the_selected_one():
     wave = torch.zeros(3 * SAMPLE_RATE)
     starts = [0, 8000, 23986]
-    fig = plots.waveform_figure(wave, starts, selected=1)
-    rects = [s for s in fig.layout.shapes if s.type == "rect"]
-    assert len(rects) == 3
-    assert rects[1].x0 == pytest.approx(0.5) and rects[1].x1 == pytest.approx((8000 + WINDOW) / SAMPLE_RATE)
-    assert rects[1].line.width == 2 and rects[0].line.width == 0
-    assert fig.layout.xaxis.title.text == "time (s)"
+    w = waveform(plots.waveform_html(wave, starts, selected=1))
+    assert w["selected"] == 1
+    assert [outlined for outlined, _, _ in w["rects"]] == [False, False, True]  # the selected one on top
+    assert w["rects"][-1][1:] == pytest.approx((0.5, WINDOW / SAMPLE_RATE), abs=1e-4)
+    assert w["ticks"]["x"] == ["0", "0.5", "1", "1.5", "2", "2.5", "3"]
+    assert w["ticks"]["y"] == ["-1", "-0.5", "0", "0.5", "1"]
+    assert "Waveform and analysed windows" in plots.waveform_html(wave)
 
 
 def test_waveform_downsampling_keeps_the_peaks():
     wave = np.zeros(60 * SAMPLE_RATE, dtype=np.float32)
     wave[123_457] = 0.9
     wave[700_001] = -0.8
-    fig = plots.waveform_figure(wave)
-    y = np.asarray(fig.data[0].y)
-    assert len(y) <= plots.MAX_WAVE_POINTS
-    assert y.max() == pytest.approx(0.9) and y.min() == pytest.approx(-0.8)
-    assert np.asarray(fig.data[0].x).max() <= 60.0
+    w = waveform(plots.waveform_html(wave))
+    assert len(w["y"]) <= plots.MAX_SVG_POINTS
+    assert w["y"].max() == pytest.approx(0.9) and w["y"].min() == pytest.approx(-0.8)
+    assert w["t"].max() <= 60.0 and w["ticks"]["x"][-1] == "60"
 
 
 def test_topk_bars_sorted_best_on_top():
@@ -301,7 +315,6 @@ def every_figure(model) -> list[go.Figure]:
         plots.filter_evolution_figure([(e, fake_response(seed=e).response) for e in range(2)], np.geomspace(10, 8000, 30)),
         *plots.kernels_figure(w, db, freqs),
         plots.filter_activity_figure(np.arange(40.0), np.linspace(100, 4000, 40)),
-        plots.waveform_figure(win, [0], 0),
         plots.topk_figure([("a", 0.7), ("b", 0.3)]),
         plots.timeline_figure(torch.full((3, 2), 0.5), [0, 8000, 16000], ["a", "b"]),
         *plots.training_curves([{"epoch": 1, "train_loss": 1.0, "train_acc": 0.4}], [(0.5, 1.2)]),
@@ -321,8 +334,8 @@ def test_no_figure_uses_a_colour_that_streamlit_rewrites(model):
         assert not rewritten, (fig.layout.title.text, rewritten)
 
 
-def live_maps(markup: str) -> dict[str, dict]:
-    """The live maps in live_maps_html's markup: per kind its data attributes, decoded image (RGB, or None),
+def read_maps(markup: str) -> dict[str, dict]:
+    """The maps in maps_html's markup: per kind its data attributes, decoded image (RGB, or None),
     and tick labels, read the way a browser would."""
     out = {}
     for part in markup.split('<div class="envnet-map"')[1:]:
@@ -344,6 +357,26 @@ def test_colour_tables_are_the_classify_pages_scales() -> None:
     assert (np.diff(viridis.astype(int).sum(1)) >= -3).all()  # Viridis brightens from bottom to top
 
 
+def test_a_windows_maps_are_images_on_its_own_time_axis_with_rows_in_hz():
+    """The Classify and Filters pages' maps: 150 columns of one pixel for the 1.5 s window, its times in the
+    clip, rows in Hz when sorted by centre frequency: what the interactive charts show, as two images."""
+    learned = torch.rand(40, 150)
+    mel = torch.linspace(-100, 0, 150).expand(40, 150)
+    centres = np.linspace(100, 7000, 40)
+    markup = plots.maps_html(learned, mel, start_sample=16000, order=np.arange(40), centres=centres)
+    maps = read_maps(markup)
+    lm, mm = maps["learned"], maps["mel"]
+    assert lm["image"].size == mm["image"].size == (150, 40) and lm["start"] == "16000"
+    assert lm["ticks"]["x"] == mm["ticks"]["x"] == ["1", "1.5", "2", "2.5"]  # the window's 1.0–2.5 s
+    assert lm["ticks"]["y"][0] == "100" and lm["ticks"]["y"][-1] == "7k"
+    assert plots.LEARNED_TITLE in markup and plots.MEL_TITLE in markup
+    # The mel map shows its loudest 80 dB: the first 20 dB of the ramp are black.
+    M = np.asarray(mm["image"].convert("RGB"))
+    magma = plots.colour_table(tuple(plots.MAGMA))
+    assert (M[:, 0] == magma[0]).all() and (M[:, -1] == magma[255]).all()
+    assert mm["ticks"]["c"] == ["-80", "-60", "-40", "-20", "0"]
+
+
 def test_live_maps_are_images_over_the_last_seconds_on_the_classify_scales() -> None:
     learned = np.ones((40, 700), np.float32)
     learned[:, -1] = 10.0  # the newest column 20 dB above the rest
@@ -351,7 +384,7 @@ def test_live_maps_are_images_over_the_last_seconds_on_the_classify_scales() -> 
     mel = np.full((40, 700), -20.0, np.float32)
     mel[:, -1] = 10.0
     order = np.arange(40)[::-1]
-    maps = live_maps(plots.live_maps_html(learned, mel, first_frame=1000, order=order,
+    maps = read_maps(plots.live_maps_html(learned, mel, first_frame=1000, order=order,
                                           centres=np.linspace(100, 7000, 40), arrived=1.5))
     viridis, magma = plots.colour_table("Viridis"), plots.colour_table(tuple(plots.MAGMA))
     lm, mm = maps["learned"], maps["mel"]
@@ -367,16 +400,16 @@ def test_live_maps_are_images_over_the_last_seconds_on_the_classify_scales() -> 
     # bottom), colour bars in dB, the time since Start in whole seconds over the last 6 s.
     assert lm["ticks"]["y"][0] == "7k" and lm["ticks"]["c"][0] == "-60" and lm["ticks"]["c"][-1] == "0"
     assert mm["ticks"]["y"][0] == "44" and mm["ticks"]["c"][-1] == "10" and mm["ticks"]["c"][0] == "-70"
-    right = (1699 * 160 + 87) / 16000 + 0.005  # the newest column's right edge, 17.0 s
-    assert lm["ticks"]["x"] == [str(t) for t in range(int(np.ceil(right - 6)), int(right) + 1)]
+    # The newest column's right edge is (1699 · 160 + 87) / 16000 + 0.005 = 17.0004 s: 11.0004–17.0004 s shown.
+    assert lm["ticks"]["x"] == [str(t) for t in range(11, 18)]
     # A stream that just started fills from the right: the image covers 2 s of the 6 s width.
-    young = plots.live_map_html(mel[:, :200], "mel", first_frame=0)
-    assert 'style="width:33.33%"' in young and live_maps(young)["mel"]["image"].size == (200, 40)
-    empty = live_maps(plots.live_maps_html(np.zeros((40, 0)), np.zeros((40, 0))))
+    young = plots.map_html(mel[:, :200], "mel", seconds=6.0)
+    assert 'style="width:33.33%"' in young and read_maps(young)["mel"]["image"].size == (200, 40)
+    empty = read_maps(plots.live_maps_html(np.zeros((40, 0)), np.zeros((40, 0))))
     assert empty["mel"]["image"] is None and empty["mel"]["columns"] == "0"
     assert empty["learned"]["ticks"]["x"] == [str(t) for t in range(7)]  # the first 6 s since Start
     with pytest.raises(ValueError, match="kind"):
-        plots.live_map_html(mel, "chroma")
+        plots.map_html(mel, "chroma")
 
 
 def test_top_classes_html_bars_in_order_with_names_escaped() -> None:
@@ -417,7 +450,6 @@ before = set(sys.modules)
 wave = 0.1 * torch.randn(3 * 16000)
 figs = [plots.topk_figure([("dog", 0.7), ("rain", 0.3)]),
         plots.timeline_figure(torch.rand(3, 4), [0, 8000, 16000], list("abcd")),
-        plots.waveform_figure(wave, [0, 8000, 16000], 1),
         *plots.spectrogram_pair(torch.rand(40, 150), 20 * torch.randn(40, 150))]
 for fig in figs:
     fig.to_json()

@@ -12,7 +12,6 @@ import time
 from .browser_support import UI_TIMEOUT_MS
 
 # Every plotly chart on the page: its title, subplot titles (annotations) and per-trace data shapes.
-# `z_sum` changes when a heatmap's contents change, so a test can see that a figure really updated.
 PLOTS_JS = """
 () => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => {
   const layout = gd.layout || {};
@@ -24,7 +23,6 @@ PLOTS_JS = """
     if (t.z) {
       const z = Array.from(t.z, row => Array.from(row));
       out.z_shape = [z.length, z.length ? z[0].length : 0];
-      out.z_sum = z.flat().reduce((s, v) => s + (Number.isFinite(v) ? v : 0), 0);
     }
     if (t.x) out.x = Array.from(t.x);
     if (t.y) out.y = Array.from(t.y);
@@ -36,6 +34,19 @@ PLOTS_JS = """
   const fresh = gd.getBoundingClientRect().height > 0 && !(box && box.getAttribute('data-stale') === 'true');
   return {title, annotations, traces, fresh};
 })
+"""
+
+# The learned and mel maps (plots.maps_html: images in HTML): which window each shows, its decoded size, and
+# its image's identity (`src`), so a test can see that a map really changed.
+MAPS_JS = """
+() => Array.from(document.querySelectorAll('.envnet-map')).map(m => {
+  const img = m.querySelector('img');
+  const box = m.closest('[data-testid="stElementContainer"]');
+  return {kind: m.dataset.kind, start: m.dataset.start,
+          size: img && img.complete ? [img.naturalWidth, img.naturalHeight] : null,
+          src: img ? img.src.length + ':' + img.src.slice(-80) : '',
+          fresh: m.getBoundingClientRect().height > 0 && !(box && box.getAttribute('data-stale') === 'true')};
+}).filter(m => m.fresh)
 """
 
 # Error and warning boxes, exceptions (Streamlit's traceback box) and the visible text.
@@ -107,6 +118,23 @@ def wait_plot(page, title: str, timeout_ms: int = UI_TIMEOUT_MS, changed_from: d
         page.wait_for_timeout(300)
     raise AssertionError(f"no chart titled {title!r}{' with new data' if changed_from else ''} appeared; "
                          f"charts on screen: {[q['title'] or q['annotations'] for q in plots(page)]}")
+
+
+def maps(page) -> dict[str, dict]:
+    """The learned and mel maps on screen now, by kind."""
+    return {m["kind"]: m for m in page.evaluate(MAPS_JS)}
+
+
+def wait_maps(page, changed_from: dict | None = None, timeout_ms: int = UI_TIMEOUT_MS) -> dict[str, dict]:
+    """Wait until both maps are drawn (their images decoded) and, given `changed_from`, both differ from it."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while time.monotonic() < deadline:
+        now = maps(page)
+        if set(now) == {"learned", "mel"} and all(m["size"] for m in now.values()) and (
+                changed_from is None or all(now[k]["src"] != changed_from[k]["src"] for k in now)):
+            return now
+        page.wait_for_timeout(200)
+    raise AssertionError(f"the learned and mel maps did not appear{' changed' if changed_from else ''}: {maps(page)}")
 
 
 def assert_no_errors(page, allow: str | None = None) -> None:

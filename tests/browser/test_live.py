@@ -18,7 +18,6 @@ import pytest
 import soundfile as sf
 
 from envnet.model import POOL, SAMPLE_RATE
-from envnet.plots import LEARNED_TITLE, MEL_TITLE
 from envnet.stream import HISTORY_SECONDS
 
 from . import pw
@@ -177,8 +176,7 @@ def test_live_microphone_scrolls_both_maps_and_answers_soon_after_start(mic_page
     pw.main(page).get_by_role("link", name="Open it on Classify").click()
     pw.main(page).get_by_role("heading", name="Classify a sound").wait_for()
     pw.main(page).get_by_text(re.compile(r"live capture [0-9:]+” — 1\.50 s")).wait_for()
-    for title in (LEARNED_TITLE, MEL_TITLE):
-        fig = pw.wait_plot(page, title)
-        assert [t["z_shape"] for t in fig["traces"] if t["type"] == "heatmap"] == [[40, 150]], title
+    shown = pw.wait_maps(page)
+    assert [shown[k]["size"] for k in ("learned", "mel")] == [[150, 40], [150, 40]], shown
     page.get_by_text("Best guess:").wait_for()
     pw.assert_no_errors(page)

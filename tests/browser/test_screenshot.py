@@ -34,8 +34,7 @@ def test_classify_page_screenshot_for_the_readme(new_page, server, tmp_path) -> 
     pw.open_app(page, server.url)
     pw.upload(page, "Upload a sound file", clip)
     page.get_by_text("Best guess:").wait_for()
-    pw.wait_plot(page, "Learned spectrogram (40 × 150)")
-    pw.wait_plot(page, "Mel spectrogram (40 × 150)")
+    pw.wait_maps(page)
     pw.wait_idle(page)
     pw.assert_no_errors(page)
     # Scrolled to the clip's heading: its verdict, the timeline and the two maps, not the uploader.
