@@ -74,8 +74,10 @@ def dataset_roots() -> list[Path]:
         candidates.append(Path(os.environ["ENVNET_DATA"]))
     for base in (CACHE_DIR, Path(__file__).resolve().parents[2] / "shared" / "data"):
         if base.is_dir():
-            candidates += [base, *sorted(p for p in base.iterdir() if p.is_dir())]
-            candidates += sorted(q for p in base.iterdir() if p.is_dir() for q in p.iterdir() if q.is_dir())
+            subdirs = sorted(p for p in base.iterdir() if p.is_dir())
+            # Not into a dataset's own folders: every page run calls this, and audio/ holds thousands of clips.
+            candidates += [base, *subdirs, *sorted(q for p in subdirs if not is_esc50(p) for q in p.iterdir()
+                                                   if q.is_dir())]
     seen, found = set(), []
     for c in candidates:
         try:
