@@ -1,16 +1,22 @@
 """Unsure: how often the verdict flags sounds a model never learned, and the shipped models' recipe for it.
 
-    python benchmarks/unsure.py --data ../shared/data --out /tmp/unsure            # measure + build
-    python benchmarks/unsure.py --data ../shared/data --out /tmp/unsure --splits 1 --no-build
+    python benchmarks/unsure.py --data ../shared/data --base /tmp/base --out /tmp/unsure   # measure + build
+    python benchmarks/unsure.py --data ../shared/data --splits 1 --seeds 0 --no-build
+
+--base: the two models before the extra output (the shipped ones have it already, and fine-tuning starts
+from the models as trained). They are in the first commit:
+    mkdir -p /tmp/base && for f in envnet-esc10 envnet-esc10-fold4val; do for e in json safetensors; do
+      git show b9d3974:checkpoints/$f.$e > /tmp/base/$f.$e; done; done
 
 1. Held-out measurement with the validation twin (ESC-10 folds 1-3). For each split, 10 of esc50-more's 20
    classes (chosen at random) and generated sounds train the "none of these" output
-   (envnet.verdict.add_other_output); the known clips held out are fold 4, the unknown ones the OTHER 10
-   classes, which nothing was trained on. The threshold keeps --keep of fold 4 confident. The plain twin's
-   top probability (no extra output) is measured the same way, for comparison.
+   (envnet.verdict.add_other_output), once per training seed: a split's figure moves by 5-10 points with
+   the seed alone, so one seed proves little. The known clips held out are fold 4, the unknown ones the
+   OTHER 10 classes, which nothing was trained on. The threshold keeps --keep of fold 4 confident. The plain
+   twin's top probability (no extra output) is measured the same way, for comparison.
 2. The shipped models (unless --no-build): the twin and the full model (folds 1-4), each given the extra
-   output trained on all 20 classes and the generated sounds; the threshold keeps --keep of fold 4 confident
-   with the built twin (fold 4 is held out for it). Written to --out with updated cards: architecture,
+   output trained on all 20 classes and the generated sounds, with the first seed; the threshold keeps
+   --keep of fold 4 confident with the built twin (fold 4 is held out for it). Written to --out with updated cards: architecture,
    verdict, and accuracy re-measured through predict.
 
 Every score comes from envnet.predict.predict, the path the app and the CLI use.
@@ -52,7 +58,10 @@ def main() -> int:
     ap.add_argument("--data", default="../shared/data", help="folder with esc10/ and esc50-more/ (default %(default)s)")
     ap.add_argument("--out", default="/tmp/unsure", help="where results and built checkpoints go (default %(default)s)")
     ap.add_argument("--splits", type=int, default=3, help="random class splits to measure (default %(default)s)")
-    ap.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs (default %(default)s)")
+    ap.add_argument("--base", default=str(checkpoint.CHECKPOINT_DIR),
+                    help="folder with the two models before the extra output (default %(default)s)")
+    ap.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs (default %(default)s)")
+    ap.add_argument("--seeds", default="0,1,2", help="training seeds per split, comma-separated (default %(default)s)")
     ap.add_argument("--keep", type=float, default=0.85,
                     help="share of held-out known clips kept confident (default %(default)s)")
     ap.add_argument("--no-build", action="store_true", help="measure only; do not build the shipped models")
@@ -70,7 +79,13 @@ def main() -> int:
     held = [i for i, f in enumerate(folds) if f == 4]
     log(f"{len(esc)} ESC-10 clips, {len(more)} unknown clips of {len(more.classes)} classes, {len(generated)} generated")
 
-    twin = checkpoint.load(checkpoint.CHECKPOINT_DIR / "envnet-esc10-fold4val")
+    seeds = [int(x) for x in args.seeds.split(",")]
+    base_dir = Path(args.base)
+    twin = checkpoint.load(base_dir / "envnet-esc10-fold4val")
+    if twin.model.config.other:
+        log(f"the models in {base_dir} already have the extra output: pass --base with the models before it "
+            "(see this script's docstring)")
+        return 2
     classes = twin.classes
     t0 = time.time()
     known_f = verdict.pooled_windows(twin.model, [esc.waves[i] for i in train])
@@ -80,36 +95,40 @@ def main() -> int:
     known_held = [esc.waves[i] for i in held]
     labels = [int(esc.labels[i]) for i in train]
 
-    results = {"keep": args.keep, "epochs": args.epochs, "splits": []}
-    thresholds = []
+    results = {"keep": args.keep, "epochs": args.epochs, "seeds": seeds, "splits": []}
     for split in range(args.splits):
         rng = random.Random(split)
         seen = set(rng.sample(range(len(more.classes)), len(more.classes) // 2))
         ua = [i for i in range(len(more)) if int(more.labels[i]) in seen]
         ub = [i for i in range(len(more)) if int(more.labels[i]) not in seen]
-        t0 = time.time()
-        model = verdict.add_other_output(twin.model, known_f, labels, [more_f[i] for i in ua] + gen_f,
-                                         epochs=args.epochs)
-        fit_s = time.time() - t0
         unknown_held = [more.waves[i] for i in ub]
-        t, figs = measure(model, classes, known_held, unknown_held, args.keep)
-        acc = evaluate(model, esc.select(folds=[4]))["accuracy"]
         _, plain = measure(twin.model, classes, known_held, unknown_held, args.keep)
-        row = {"split": split, "trained_unknown_classes": sorted(more.classes[c] for c in seen),
-               "held_out_unknown_classes": sorted(more.classes[c] for c in set(range(len(more.classes))) - seen),
-               "threshold": t, "other_output": figs, "fold4_accuracy": acc, "plain_max_probability": plain,
-               "fit_seconds": fit_s}
-        thresholds.append(t)
-        results["splits"].append(row)
-        log(f"split {split}: t={t:.3f} kept {figs['known_kept']:.3f} flagged {figs['unknown_flagged']:.3f} "
-            f"auroc {figs['auroc']:.3f} acc {acc:.3f} | plain flagged {plain['unknown_flagged']:.3f} "
-            f"auroc {plain['auroc']:.3f} | fit {fit_s:.0f} s")
-        (out / "results.json").write_text(json.dumps(results, indent=1))
-    mean = lambda key: sum(r["other_output"][key] for r in results["splits"]) / len(results["splits"])  # noqa: E731
-    threshold = sum(thresholds) / len(thresholds)
-    # The mean threshold applied back to each split: what a threshold not tuned on that split gives.
-    results["summary"] = {"threshold": threshold, "known_kept": mean("known_kept"),
-                          "unknown_flagged": mean("unknown_flagged"), "auroc": mean("auroc")}
+        for seed in seeds:
+            t0 = time.time()
+            model = verdict.add_other_output(twin.model, known_f, labels, [more_f[i] for i in ua] + gen_f,
+                                             epochs=args.epochs, seed=seed)
+            fit_s = time.time() - t0
+            t, figs = measure(model, classes, known_held, unknown_held, args.keep)
+            acc = evaluate(model, esc.select(folds=[4]))["accuracy"]
+            row = {"split": split, "seed": seed, "trained_unknown_classes": sorted(more.classes[c] for c in seen),
+                   "held_out_unknown_classes": sorted(more.classes[c] for c in set(range(len(more.classes))) - seen),
+                   "threshold": t, "other_output": figs, "fold4_accuracy": acc, "plain_max_probability": plain,
+                   "fit_seconds": fit_s}
+            results["splits"].append(row)
+            log(f"split {split} seed {seed}: t={t:.3f} kept {figs['known_kept']:.3f} flagged "
+                f"{figs['unknown_flagged']:.3f} auroc {figs['auroc']:.3f} acc {acc:.3f} | plain flagged "
+                f"{plain['unknown_flagged']:.3f} auroc {plain['auroc']:.3f} | fit {fit_s:.0f} s")
+            (out / "results.json").write_text(json.dumps(results, indent=1))
+    rows = results["splits"]
+    mean = lambda f: sum(f(r) for r in rows) / len(rows)  # noqa: E731
+    results["summary"] = {"known_kept": mean(lambda r: r["other_output"]["known_kept"]),
+                          "unknown_flagged": mean(lambda r: r["other_output"]["unknown_flagged"]),
+                          "auroc": mean(lambda r: r["other_output"]["auroc"]),
+                          "fold4_accuracy": mean(lambda r: r["fold4_accuracy"]),
+                          "plain_unknown_flagged": mean(lambda r: r["plain_max_probability"]["unknown_flagged"]),
+                          "per_seed_unknown_flagged": {
+                              s: sum(r["other_output"]["unknown_flagged"] for r in rows if r["seed"] == s)
+                              / args.splits for s in seeds}}
     (out / "results.json").write_text(json.dumps(results, indent=1))
     log("summary", results["summary"])
     if args.no_build:
@@ -123,21 +142,24 @@ def main() -> int:
             "auroc": round(s["auroc"], 4),
             "how": (f"validation twin (ESC-10 folds 1-3) with the extra output trained on 10 of esc50-more's 20 "
                     f"classes and {len(generated)} generated sounds; held out: ESC-10 fold 4 (80 clips, known) and "
-                    f"the other 10 classes (80 clips, unknown); mean of {args.splits} random class splits; "
-                    f"threshold keeps {args.keep:.1%} of fold 4 confident (mean over splits)"),
-            "command": "python benchmarks/unsure.py --data ../shared/data",
+                    f"the other 10 classes (80 clips, unknown); mean of {args.splits} random class splits × "
+                    f"{len(seeds)} training seeds; threshold keeps {args.keep:.1%} of fold 4 confident in each"),
+            "command": (f"python benchmarks/unsure.py --data ../shared/data --base BASE --epochs {args.epochs} "
+                        f"--splits {args.splits} --seeds {args.seeds}"),
         },
     }
     recipe = {"unknowns": f"esc50-more's 20 classes (160 clips) and {len(generated)} generated sounds "
                           "(envnet.verdict.unknown_sounds)", "epochs": args.epochs, "lr": 1e-4,
-              "trained": "fc5, fc6, fc7 (convolutions frozen)", "windows": "every 0.5 s of each trimmed clip"}
+              "seed": seeds[0], "trained": "fc5, fc6, fc7 (convolutions frozen)",
+              "windows": "every 0.5 s of each trimmed clip"}
     for name, keep_folds in (("envnet-esc10-fold4val", [1, 2, 3]), ("envnet-esc10", [1, 2, 3, 4])):
-        base = checkpoint.load(checkpoint.CHECKPOINT_DIR / name)
+        base = checkpoint.load(base_dir / name)
         idx = [i for i, f in enumerate(folds) if f in keep_folds]
         t0 = time.time()
         kf = known_f if name == "envnet-esc10-fold4val" else verdict.pooled_windows(base.model, [esc.waves[i] for i in idx])
         uf = (more_f + gen_f) if name == "envnet-esc10-fold4val" else verdict.pooled_windows(base.model, more.waves + generated)
-        model = verdict.add_other_output(base.model, kf, [int(esc.labels[i]) for i in idx], uf, epochs=args.epochs)
+        model = verdict.add_other_output(base.model, kf, [int(esc.labels[i]) for i in idx], uf, epochs=args.epochs,
+                                         seed=seeds[0])
         log(f"{name}: built in {time.time() - t0:.0f} s")
         card = copy.deepcopy(base.card)
         card["architecture"] = model.config.to_dict()

@@ -186,7 +186,7 @@ def add_other_output(
     labels: Sequence[int],
     unknown: Sequence[torch.Tensor],
     *,
-    epochs: int = 10,
+    epochs: int = 20,
     lr: float = 1e-4,
     other_weight: float = 0.3,
     seed: int = 0,
@@ -196,9 +196,9 @@ def add_other_output(
     unknown sounds (the new output), with the convolutions frozen. `known` and `unknown` are each clip's
     `pooled_windows`, computed once, so several fits share one pass of the convolutions.
 
-    Recipe (chosen on the validation twin, held-out classes): Adam lr 1e-4, dropout as trained, batches of
-    128 windows, 10 epochs; the unknown windows together weigh `other_weight` × the known ones, so the new
-    output does not swallow the classes.
+    Recipe (chosen on the validation twin, held-out classes; benchmarks/README.md "Unsure"): Adam lr 1e-4,
+    dropout as trained, batches of 128 windows, 20 epochs; the unknown windows together weigh `other_weight`
+    × the known ones, so the new output does not swallow the classes.
     """
     if model.config.other:
         raise ValueError("this model already has a 'none of these' output")
