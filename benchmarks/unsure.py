@@ -1,7 +1,7 @@
 """Unsure: how often the verdict flags sounds a model never learned, and the shipped models' recipe for it.
 
     python benchmarks/unsure.py --data ../shared/data --base /tmp/base --out /tmp/unsure   # measure + build
-    python benchmarks/unsure.py --data ../shared/data --splits 1 --seeds 0 --no-build
+    python benchmarks/unsure.py --data ../shared/data --base /tmp/base --splits 1 --seeds 0 --no-build
 
 --base: the two models before the extra output (the shipped ones have it already, and fine-tuning starts
 from the models as trained). They are in the first commit:
@@ -53,23 +53,31 @@ def measure(model, classes, known, unknown, keep) -> tuple[float, dict]:
                                                     for q in (0.85, 0.875, 0.9, 0.95)}}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data", help="folder with esc10/ and esc50-more/ (default %(default)s)")
     ap.add_argument("--out", default="/tmp/unsure", help="where results and built checkpoints go (default %(default)s)")
     ap.add_argument("--splits", type=int, default=3, help="random class splits to measure (default %(default)s)")
-    ap.add_argument("--base", default=str(checkpoint.CHECKPOINT_DIR),
-                    help="folder with the two models before the extra output (default %(default)s)")
+    ap.add_argument("--base", required=True,
+                    help="folder with the two models before the extra output (see above)")
     ap.add_argument("--epochs", type=int, default=20, help="fine-tuning epochs (default %(default)s)")
     ap.add_argument("--seeds", default="0,1,2", help="training seeds per split, comma-separated (default %(default)s)")
     ap.add_argument("--keep", type=float, default=0.85,
                     help="share of held-out known clips kept confident (default %(default)s)")
     ap.add_argument("--no-build", action="store_true", help="measure only; do not build the shipped models")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("ENVNET_THREADS", "2")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
+    seeds = [int(x) for x in args.seeds.split(",")]
+    base_dir = Path(args.base)
+    twin = checkpoint.load(base_dir / "envnet-esc10-fold4val")
+    if twin.model.config.other:
+        log(f"the models in {base_dir} already have the extra output: pass --base with the models before it "
+            "(see this script's docstring)")
+        return 2
+    classes = twin.classes
 
     esc = load_waves(read_esc50(data / "esc10", "esc10"))
     more = load_waves(read_esc50(data / "esc50-more", "esc50"))
@@ -79,14 +87,6 @@ def main() -> int:
     held = [i for i, f in enumerate(folds) if f == 4]
     log(f"{len(esc)} ESC-10 clips, {len(more)} unknown clips of {len(more.classes)} classes, {len(generated)} generated")
 
-    seeds = [int(x) for x in args.seeds.split(",")]
-    base_dir = Path(args.base)
-    twin = checkpoint.load(base_dir / "envnet-esc10-fold4val")
-    if twin.model.config.other:
-        log(f"the models in {base_dir} already have the extra output: pass --base with the models before it "
-            "(see this script's docstring)")
-        return 2
-    classes = twin.classes
     t0 = time.time()
     known_f = verdict.pooled_windows(twin.model, [esc.waves[i] for i in train])
     more_f = verdict.pooled_windows(twin.model, more.waves)

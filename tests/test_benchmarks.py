@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from envnet import checkpoint
 from envnet.model import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,3 +139,13 @@ def test_fewshot_benchmark_embeds_with_the_trunk_it_is_given(tmp_path, monkeypat
     results = json.loads(capsys.readouterr().out)
     assert results["trunk"] == str(tmp_path / "trunk")
     assert results["accuracy"]["windows"]["draws"] == 2 and "predict" not in results["accuracy"]
+
+
+def test_unsure_benchmark_refuses_models_that_already_have_the_extra_output(tmp_path, capsys):
+    """Fine-tuning the "none of these" output again on top of the shipped one would stack two recipes: the
+    benchmark builds only from the models as trained, and says where they are."""
+    spec = importlib.util.spec_from_file_location("envnet_unsure", ROOT / "benchmarks" / "unsure.py")
+    unsure = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(unsure)
+    assert unsure.main(["--base", str(checkpoint.CHECKPOINT_DIR), "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "already have the extra output" in capsys.readouterr().err
