@@ -192,9 +192,9 @@ def spectrogram_pair(
     else:
         learned_fig.update_yaxes(title_text="filter (by centre frequency)" if order is not None else "filter")
     band_hz = mel_band_centres(M.shape[0])
+    loudest = float(M.max())
     mel_fig = go.Figure(go.Heatmap(
-        z=M, x=t, y=np.arange(M.shape[0]), colorscale=MAGMA, name="mel", zmax=float(M.max()),
-        zmin=float(M.max()) - MEL_RANGE_DB,
+        z=M, x=t, y=np.arange(M.shape[0]), colorscale=MAGMA, name="mel", zmin=loudest - MEL_RANGE_DB, zmax=loudest,
         customdata=np.broadcast_to(band_hz[:, None], M.shape).astype(np.float32),
         colorbar={**colorbar, "title": {"text": "dB", "side": "right"}},
         hovertemplate="time %{x:.3f} s<br>mel band %{y} (centre %{customdata:.0f} Hz)<br>%{z:.1f} dB<extra></extra>",
