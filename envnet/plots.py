@@ -441,6 +441,7 @@ MAPS_CSS = """<style>
 .envnet-bar div{height:16px;background:rgba(128,128,128,.15)}
 .envnet-bar div div{height:100%}
 .envnet-bar span:last-child{text-align:right}
+.envnet-none{margin-top:8px;opacity:.75}
 </style>"""
 
 
@@ -624,17 +625,20 @@ def waveform_html(wave, starts: Sequence[int] = (), selected: int | None = None,
     )
 
 
-def top_classes_html(top: Sequence[tuple[str, float]], headline: str = "") -> str:
+def top_classes_html(top: Sequence[tuple[str, float]], headline: str = "", none_of_these: float | None = None) -> str:
     """The top classes as light HTML bars, most likely first, each with its probability (what the Classify
     page's topk_figure shows, cheap enough to redraw five times a second), under a bold `headline` (the
-    verdict). Class names are escaped: a visitor names the classes of a model they train."""
+    verdict), and `none_of_these` (a model with that output) on a line of its own. Class names are escaped:
+    a visitor names the classes of a model they train."""
     rows = "".join(
         f'<div class="envnet-bar" data-class="{html.escape(name)}" data-p="{p:.4f}"><span>{html.escape(name)}</span>'
         f'<div><div style="width:{_pct(min(max(p, 0.0), 1.0))};background:{BAR_COLOUR}"></div></div>'
         f'<span>{p:.1%}</span></div>'
         for name, p in top)
     head = f"<b>{html.escape(headline)}</b>" if headline else ""
-    return f'{MAPS_CSS}<div class="envnet-topk">{head}<div class="envnet-bars">{rows}</div></div>'
+    # A line, not a bar among the classes: it is no class, and with it near 100 % the bars are all empty.
+    rest = "" if none_of_these is None else f'<div class="envnet-none">“None of these”: {none_of_these:.1%}</div>'
+    return f'{MAPS_CSS}<div class="envnet-topk">{head}<div class="envnet-bars">{rows}</div>{rest}</div>'
 
 
 def warm_up() -> None:

@@ -60,6 +60,11 @@ class Prediction:
         return self.classes[int(self.probs.argmax())]
 
     @property
+    def none_of_these(self) -> float:
+        """What the classes leave: the "none of these" output's probability (0 for a model without one)."""
+        return max(0.0, 1.0 - float(self.probs.sum()))
+
+    @property
     def unsure(self) -> bool:
         return self.verdict is not None and self.verdict.kind == "unsure"
 

@@ -267,9 +267,8 @@ def show_results(ck, clip: dict, res: dict) -> None:
         k = st.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="classify_topk")
         chart(plots.topk_figure(res["clip"].top(int(k))), "classify_top")
         best, p = res["clip"].top(1)[0]
-        rest = 1 - float(res["clip"].probs.sum())
         st.caption(f"Best guess: {best} ({p:.0%}), averaged over {len(res['clip'].starts)} windows of 1.5 s."
-                   + (f" “None of these”: {rest:.0%}." if ck.model.config.other else ""))
+                   + (f" “None of these”: {res['clip'].none_of_these:.0%}." if ck.model.config.other else ""))
     with detail:
         n_windows = len(timeline.starts)
         if n_windows > 1:

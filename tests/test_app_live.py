@@ -142,6 +142,7 @@ def test_playing_streams_audio_into_the_maps_and_holds_a_slot(free_streams, webr
     bars = re.findall(r'data-class="([^"]+)" data-p="([\d.]+)"', live_html(at))
     assert len(bars) == 5 and all(0 <= float(p) <= 1 for _, p in bars)  # the top classes…
     assert re.search(r'<div class="envnet-topk"><b>[^<]+</b>', live_html(at))  # …under the verdict
+    assert "“None of these”: " in live_html(at)  # the shipped model's extra output, on a line of its own
     webrtc.state = WebRtcStreamerState(playing=False, signalling=False)
     at.run()  # Stop: the slot is free again, the last maps stay on screen
     assert STREAMS.active() == 0 and "envnet-topk" in live_html(at)

@@ -420,6 +420,10 @@ def test_top_classes_html_bars_in_order_with_names_escaped() -> None:
                     ("rain", "0.1000", "10.00")]
     assert "<img src=x>" not in markup  # a visitor's class name is text, never markup
     assert "<b>Sounds like: &lt;img src=x&gt; (70%)</b>" in markup and "70.0%" in markup
+    assert "None of these" not in markup  # a model without that output
+    with_rest = plots.top_classes_html([("dog", 0.004)], "Not sure", none_of_these=0.99)
+    assert re.findall(r'data-class="([^"]*)"', with_rest) == ["dog"]  # a line of its own, not a class's bar
+    assert "“None of these”: 99.0%" in with_rest
 
 
 def test_titles_sit_above_their_plot_below_the_toolbar_and_legends_underneath(model):

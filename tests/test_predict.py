@@ -8,7 +8,7 @@ import torch
 from conftest import TINY_CLASSES, encode, sine, square, tiny_model
 
 from envnet.audio import load_audio
-from envnet.model import SAMPLE_RATE, WINDOW
+from envnet.model import SAMPLE_RATE, WINDOW, build_model
 from envnet.predict import Prediction, predict, window_probabilities
 
 
@@ -102,3 +102,14 @@ def test_shipped_model_is_deterministic() -> None:
     a, b = predict(ckpt.model, wave, ckpt.classes), predict(ckpt.model, wave, ckpt.classes)
     assert torch.equal(a.window_probs, b.window_probs)
     _valid(a, other=ckpt.model.config.other)
+
+
+def test_none_of_these_is_what_the_classes_leave():
+    """A model with the "none of these" output: its probability is what the classes' probabilities leave
+    (the pages show it beside the top classes); a model without it leaves nothing."""
+    torch.manual_seed(0)
+    wave = 0.3 * torch.randn(2 * SAMPLE_RATE)
+    with_other = predict(build_model(n_classes=3, fc_width=64, other=True), wave, ["a", "b", "c"])
+    assert 0 < with_other.none_of_these == pytest.approx(1 - float(with_other.probs.sum()))
+    without = predict(build_model(n_classes=3, fc_width=64), wave, ["a", "b", "c"])
+    assert without.none_of_these == pytest.approx(0.0, abs=1e-6)
