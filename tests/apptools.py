@@ -1,10 +1,14 @@
-"""Shared AppTest helpers: open a page of the real app, read the plotly figures' titles."""
+"""Shared AppTest helpers: open a page of the real app, read the plotly figures' titles and the HTML maps."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
 from pathlib import Path
 
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -28,3 +32,22 @@ def open_page(page: str) -> AppTest:
     at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def html_of(at: AppTest) -> str:
+    """The page's st.html elements, joined: the maps, the waveform, the live top classes."""
+    return "".join(h.proto.body for h in at.get("html"))
+
+
+def read_maps(markup: str) -> dict[str, dict]:
+    """The maps in plots.maps_html's markup: per kind its data attributes, decoded image (RGB, or None),
+    and tick labels, read the way a browser would."""
+    out = {}
+    for part in markup.split('<div class="envnet-map"')[1:]:
+        attrs = dict(re.findall(r' data-([a-z-]+)="([^"]*)"', part.split(">", 1)[0]))
+        src = re.search(r'src="data:image/png;base64,([^"]+)"', part)
+        image = Image.open(io.BytesIO(base64.b64decode(src.group(1)))) if src else None
+        ticks = {cls: re.findall(r"<span[^>]*>([^<]*)</span>", body)
+                 for cls, body in re.findall(r'class="envnet-ticks envnet-(\w)"[^>]*>(.*?)</div>', part)}
+        out[attrs["kind"]] = {**attrs, "image": image, "ticks": ticks}
+    return out

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from PIL import Image
+from apptools import html_of, read_maps
 from streamlit.testing.v1 import AppTest
 
 from envnet import checkpoint
@@ -81,31 +81,16 @@ def test_opens_on_classify_with_the_default_model(at):
     assert not at.error
 
 
-def page_html(at: AppTest) -> str:
-    """The page's HTML elements: the maps (plots.maps_html) and the waveform (plots.waveform_html)."""
-    return "".join(h.proto.body for h in at.get("html"))
-
-
-def maps(at: AppTest) -> dict[str, dict]:
-    """The learned and mel maps on the page: their data attributes and (width, height) in pixels."""
-    out = {}
-    for part in page_html(at).split('<div class="envnet-map"')[1:]:
-        attrs = dict(re.findall(r' data-([a-z-]+)="([^"]*)"', part.split(">", 1)[0]))
-        png = base64.b64decode(re.search(r'src="data:image/png;base64,([^"]+)"', part).group(1))
-        out[attrs["kind"]] = {**attrs, "size": Image.open(io.BytesIO(png)).size}
-    return out
-
-
 def test_uploaded_wav_shows_topk_timeline_waveform_and_both_spectrograms(at):
     upload(at, "tone.wav", wav_bytes())
     assert not at.exception and not at.error
     titles = all_titles(at)
     assert "Top classes" in titles
     assert any(t.startswith("Class probabilities over time") for t in titles)  # 2.5 s > one window
-    markup = page_html(at)
+    markup = html_of(at)
     for expected in ("Waveform and analysed windows", "Learned spectrogram (40 × 150)", "Mel spectrogram (40 × 150)"):
         assert expected in markup
-    assert {k: m["size"] for k, m in maps(at).items()} == {"learned": (150, 40), "mel": (150, 40)}
+    assert {k: m["image"].size for k, m in read_maps(html_of(at)).items()} == {"learned": (150, 40), "mel": (150, 40)}
     top = figure(at, "Top classes")
     assert len(top["data"][0]["y"]) == 5
     assert any("Sounds like" in m.value for m in at.markdown) or any("Not sure" in w.value for w in at.warning)
@@ -114,7 +99,7 @@ def test_uploaded_wav_shows_topk_timeline_waveform_and_both_spectrograms(at):
     heat = [t for title in ("Learned spectrogram (40 × 150)", "Mel spectrogram (40 × 150)")
             for t in figure(at, title)["data"] if t["type"] == "heatmap"]
     assert [arr(h["z"]).shape for h in heat] == [(40, 150), (40, 150)]
-    assert not maps(at)
+    assert not read_maps(html_of(at))
 
 
 def test_a_tone_is_not_one_of_the_ten_sounds(at):
@@ -144,7 +129,7 @@ def test_window_slider_moves_the_spectrograms(at):
     assert slider.options[:3] == ["0.0–1.5 s", "0.5–2.0 s", "1.0–2.5 s"]  # seconds, not a bare index
 
     def shown(at: AppTest) -> tuple[list[str], str]:
-        return [m["start"] for m in maps(at).values()], re.search(r'data-selected="(\d+)"', page_html(at)).group(1)
+        return [m["start"] for m in read_maps(html_of(at)).values()], re.search(r'data-selected="(\d+)"', html_of(at)).group(1)
 
     assert shown(at) == (["0", "0"], "0")
     slider.set_value(2).run()

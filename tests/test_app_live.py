@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import streamlit as st
 import streamlit_webrtc
-from apptools import open_page
+from apptools import html_of, open_page
 from streamlit_webrtc import WebRtcStreamerState
 
 from envnet import checkpoint
@@ -34,14 +34,9 @@ def texts(at, kind: str) -> list[str]:
     return [e.value for e in at.get(kind)]
 
 
-def live_html(at) -> str:
-    """The page's live maps and top classes (plain HTML elements: plots.live_maps_html, top_classes_html)."""
-    return "".join(h.proto.body for h in at.get("html"))
-
-
 def map_columns(at) -> list[int]:
     """How many columns each live map shows (learned, mel)."""
-    return [int(c) for c in re.findall(r'class="envnet-map" data-kind="\w+" data-columns="(\d+)"', live_html(at))]
+    return [int(c) for c in re.findall(r'class="envnet-map" data-kind="\w+" data-columns="(\d+)"', html_of(at))]
 
 
 @dataclass
@@ -92,8 +87,8 @@ def test_before_start_the_page_explains_itself(free_streams, webrtc) -> None:
     at = open_page("pages/live.py")
     assert not at.error and not at.warning
     assert "Live microphone" in [h.value for h in at.header]
-    assert LIVE_LEARNED_TITLE in live_html(at) and LIVE_MEL_TITLE in live_html(at)  # empty axes, ready to scroll
-    assert map_columns(at) == [0, 0] and "<img" not in live_html(at)  # nothing heard yet
+    assert LIVE_LEARNED_TITLE in html_of(at) and LIVE_MEL_TITLE in html_of(at)  # empty axes, ready to scroll
+    assert map_columns(at) == [0, 0] and "<img" not in html_of(at)  # nothing heard yet
     assert "Press Start above to listen." in texts(at, "info")
     assert any("Classify → Record" in c for c in texts(at, "caption"))  # the fallback is named up front
     # A private SENDONLY audio stream, ICE servers from the configuration (none by default: local use).
@@ -138,14 +133,14 @@ def test_playing_streams_audio_into_the_maps_and_holds_a_slot(free_streams, webr
     assert not at.exception and not at.warning
     assert any("2.0 s heard" in c for c in texts(at, "caption"))
     assert 150 < map_columns(at)[0] == map_columns(at)[1] <= 200  # 2 s of columns in both maps, as images
-    assert live_html(at).count('src="data:image/png;base64,') == 2
-    bars = re.findall(r'data-class="([^"]+)" data-p="([\d.]+)"', live_html(at))
+    assert html_of(at).count('src="data:image/png;base64,') == 2
+    bars = re.findall(r'data-class="([^"]+)" data-p="([\d.]+)"', html_of(at))
     assert len(bars) == 5 and all(0 <= float(p) <= 1 for _, p in bars)  # the top classes…
-    assert re.search(r'<div class="envnet-topk"><b>[^<]+</b>', live_html(at))  # …under the verdict
-    assert "“None of these”: " in live_html(at)  # the shipped model's extra output, on a line of its own
+    assert re.search(r'<div class="envnet-topk"><b>[^<]+</b>', html_of(at))  # …under the verdict
+    assert "“None of these”: " in html_of(at)  # the shipped model's extra output, on a line of its own
     webrtc.state = WebRtcStreamerState(playing=False, signalling=False)
     at.run()  # Stop: the slot is free again, the last maps stay on screen
-    assert STREAMS.active() == 0 and "envnet-topk" in live_html(at)
+    assert STREAMS.active() == 0 and "envnet-topk" in html_of(at)
 
 
 def test_a_connection_that_never_delivers_audio_is_explained(free_streams, webrtc) -> None:
@@ -175,7 +170,7 @@ def test_capture_sends_the_last_window_to_classify(free_streams, webrtc) -> None
     # Capture freezes: the page asks the browser to stop, keeps the maps, and links to Classify.
     assert webrtc.calls[-1]["desired_playing_state"] is False
     assert any(clip["name"] in m and "Classify page" in m for m in texts(at, "success"))
-    assert LIVE_LEARNED_TITLE in live_html(at)
+    assert LIVE_LEARNED_TITLE in html_of(at)
     webrtc.state = WebRtcStreamerState(playing=False, signalling=False)  # the browser stopped
     at.run()
     assert webrtc.calls[-1]["desired_playing_state"] is None and STREAMS.active() == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from apptools import open_page, titles
+from apptools import html_of, open_page, titles
 from streamlit.testing.v1 import AppTest
 
 from envnet import checkpoint
@@ -45,13 +45,13 @@ def test_filters_page_renders_for_the_default_model():
         assert expected in t
     assert any(x.startswith("Learned filters (sorted by centre frequency)") for x in t)
     # The tone's two maps, as images (plots.maps_html), with rows in Hz while the filters are sorted.
-    maps = "".join(h.proto.body for h in at.get("html"))
+    maps = html_of(at)
     assert "Learned spectrogram (40 × 150)" in maps and "Mel spectrogram (40 × 150)" in maps
     assert "filter centre (Hz)" in maps
     assert any(c.value.startswith("**Why they look alike**") for c in at.caption)  # what the two maps show
     at.toggle(key="filters_sort").set_value(False).run()
     assert "Learned filters (in network order)" in titles(at)
-    assert "filter centre (Hz)" not in "".join(h.proto.body for h in at.get("html"))
+    assert "filter centre (Hz)" not in html_of(at)
     at.radio(key="filters_kind").set_value("Sweep").run()
     assert not at.exception and len(at.get("audio")) == 1
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 import subprocess
@@ -15,7 +14,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 import torchaudio.functional as AF
-from PIL import Image
+from apptools import read_maps
 from plotly.utils import PlotlyJSONEncoder
 
 from envnet import plots
@@ -332,20 +331,6 @@ def test_no_figure_uses_a_colour_that_streamlit_rewrites(model):
         spec["layout"].pop("template", None)  # Streamlit's own template uses those colours on purpose
         rewritten = re.findall(r"#0000\d\d\b", json.dumps(spec, cls=PlotlyJSONEncoder), flags=re.IGNORECASE)
         assert not rewritten, (fig.layout.title.text, rewritten)
-
-
-def read_maps(markup: str) -> dict[str, dict]:
-    """The maps in maps_html's markup: per kind its data attributes, decoded image (RGB, or None),
-    and tick labels, read the way a browser would."""
-    out = {}
-    for part in markup.split('<div class="envnet-map"')[1:]:
-        attrs = dict(re.findall(r' data-([a-z-]+)="([^"]*)"', part.split(">", 1)[0]))
-        src = re.search(r'src="data:image/png;base64,([^"]+)"', part)
-        image = Image.open(io.BytesIO(base64.b64decode(src.group(1)))) if src else None
-        ticks = {cls: re.findall(r"<span[^>]*>([^<]*)</span>", body)
-                 for cls, body in re.findall(r'class="envnet-ticks envnet-(\w)"[^>]*>(.*?)</div>', part)}
-        out[attrs["kind"]] = {**attrs, "image": image, "ticks": ticks}
-    return out
 
 
 def test_colour_tables_are_the_classify_pages_scales() -> None:
