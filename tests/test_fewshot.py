@@ -8,7 +8,7 @@ import torch
 from tonedata import KINDS, made_sound
 
 from envnet import checkpoint
-from envnet.fewshot import Embedder, default_embedder, example_windows, holdout_plan, train_few_shot
+from envnet.fewshot import GAINS, Embedder, default_embedder, example_windows, holdout_plan, train_few_shot
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.predict import predict
 
@@ -51,7 +51,18 @@ def test_embeddings_are_cached_per_example_key(embedder):
     wave = made_sound("buzz", np.random.default_rng(1))
     first = embedder.example(wave, key=("test", "a"))
     assert embedder.example(torch.zeros(10), key=("test", "a")) is first  # the key decides, not the audio
-    assert first.shape == (1, embedder.model.config.fc_width)  # a short example is one window
+    # A short example is one window, embedded as recorded and at each quieter gain.
+    assert first.shape == (len(GAINS), 1, embedder.model.config.fc_width)
+
+
+def test_a_sound_much_quieter_than_its_examples_keeps_its_class(embedder):
+    """The examples are also learned 12 dB quieter: a user asks about a sound further from the microphone
+    than their examples were. Without the quieter copies 2 of these 15 were called wrong."""
+    rng = np.random.default_rng(0)
+    examples = {k: [made_sound(k, rng) for _ in range(5)] for k in KINDS}
+    model = train_few_shot(examples, embedder=Embedder(embedder.model), evaluate=False).model
+    quiet = [(k, 0.1 * made_sound(k, rng)) for k in KINDS for _ in range(5)]  # 20 dB below the examples
+    assert [predict(model, w, KINDS).label for _, w in quiet] == [k for k, _ in quiet]
 
 
 def test_example_windows_skip_quiet_windows_and_are_bounded():
