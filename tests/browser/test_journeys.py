@@ -8,6 +8,7 @@ expected, no traceback); a failure leaves a full-page screenshot in tests/browse
 from __future__ import annotations
 
 import re
+import time
 
 import numpy as np
 import pytest
@@ -338,7 +339,12 @@ def test_a_deep_link_as_a_fresh_servers_first_request_gets_the_apps_navigation(b
 def visible_uploader(page, label: str):
     """The sidebar's uploader with this label that a person sees (Streamlit may keep a hidden old copy)."""
     boxes = page.get_by_test_id("stSidebar").get_by_test_id("stFileUploader").filter(has_text=label)
-    shown = [boxes.nth(k) for k in range(boxes.count()) if boxes.nth(k).is_visible()]
+    deadline = time.monotonic() + UI_TIMEOUT_MS / 1000  # the expander's contents come a moment after a rerun
+    while True:
+        shown = [boxes.nth(k) for k in range(boxes.count()) if boxes.nth(k).is_visible()]
+        if len(shown) == 1 or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(200)
     assert len(shown) == 1, f"{len(shown)} visible “{label}” uploaders: is “Use your own model file” still open?"
     return shown[0]
 
