@@ -42,7 +42,7 @@ LOUD = 0.1  # windows with less than this fraction of the example's loudest wind
 # Each window is also learned 12 dB quieter. EnvNet hears level (nothing normalises it), and the sound a
 # model is later asked about is rarely as loud as its examples: predict's crops include the quiet stretches
 # the examples' windows leave out, and a test clip 6 dB quieter cost a few-shot model 7 points. Over 600
-# esc50-more draws this raised accuracy through predict from 82.7 to 84.7 % (benchmarks/README.md).
+# esc50-more draws this raised accuracy through predict from 81.5 to 84.5 % (benchmarks/README.md).
 GAINS = (1.0, 0.25)
 CACHE_ITEMS = 2000  # cached examples per embedder (each ≤ 2 × 16 × fc_width floats: 128 KB at width 1024)
 

@@ -78,8 +78,8 @@ class EnvNet(nn.Module):
 
     def pooled(self, spec: torch.Tensor) -> torch.Tensor:
         """(batch, 40, 150) learned spectrogram → (batch, 7700) pooled conv4 maps, fc5's input."""
-        conv, bn, relu = self.conv3  # the 40 bands become image rows
-        h = relu(bn(band_conv(spec, conv.weight)))
+        conv, bn, relu = self.conv3
+        h = relu(bn(band_conv(spec, conv.weight)))  # the 40 bands are the image's rows
         h = F.max_pool2d(h, 3)
         h = self.conv4(h)
         return F.max_pool2d(h, (1, 3)).flatten(1)
