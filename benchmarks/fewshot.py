@@ -54,7 +54,15 @@ from bench import log, machine  # noqa: E402
 from envnet import checkpoint, limits  # noqa: E402
 from envnet.audio import windows  # noqa: E402
 from envnet.data import load_waves, read_dataset  # noqa: E402
-from envnet.fewshot import GAINS, Embedder, build_few_shot_model, default_embedder, fit_examples, train_few_shot  # noqa: E402
+from envnet.fewshot import (  # noqa: E402
+    GAINS,
+    Embedder,
+    build_few_shot_model,
+    default_embedder,
+    fit_examples,
+    head_probabilities,
+    train_few_shot,
+)
 from envnet.model import SAMPLE_RATE, WINDOW  # noqa: E402
 from envnet.predict import predict  # noqa: E402
 
@@ -106,18 +114,15 @@ def bench_accuracy(ds, emb: Embedder, draws: int, predict_draws: int, seed: int)
     for d in range(draws):
         classes, train, test = draw(rng, labels)
         w, b = fit_examples([feats[i] for i, _ in train], [k for _, k in train], WAYS)
-
-        def answer(x: torch.Tensor, w=w, b=b) -> int:
-            return int(torch.softmax(x @ w.T + b, -1).mean(0).argmax())
-
-        acc["windows"].append(np.mean([answer(feats[i][0]) == k for i, k in test]))
-        acc["predict"].append(np.mean([answer(crops[i]) == k for i, k in test]))
+        said = {i: int(head_probabilities(crops[i], w, b).argmax()) for i, _ in test}  # what predict answers
+        acc["windows"].append(np.mean([int(head_probabilities(feats[i][0], w, b).argmax()) == k for i, k in test]))
+        acc["predict"].append(np.mean([said[i] == k for i, k in test]))
         centres = torch.stack([torch.stack([means[i] for i, kk in train if kk == k]).mean(0) for k in range(WAYS)])
         acc["class_mean"].append(np.mean([int((centres @ means[i]).argmax()) == k for i, k in test]))
         if d < predict_draws:
             names = [ds.classes[c] for c in classes]
             model = build_few_shot_model(emb.model, w, b)
-            agree += [predict(model, ds.waves[i], names).label == names[answer(crops[i])] for i, _ in test]
+            agree += [predict(model, ds.waves[i], names).label == names[said[i]] for i, _ in test]
     out = {"ways": WAYS, "shots": SHOTS, "tests_per_class": TESTS, "gains": list(GAINS), "embed_all_s": embed_s,
            "draws_s": time.perf_counter() - t0}
     for name, values in acc.items():

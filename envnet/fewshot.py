@@ -168,6 +168,12 @@ def fit_examples(embeddings: list[torch.Tensor], labels: list[int], n_classes: i
     return fit_head(torch.cat(xs), torch.cat(ys), n_classes, config)
 
 
+def head_probabilities(emb: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """(n_windows, fc_width) fc6 windows → (classes,) the fitted fc7's probabilities, averaged over the windows
+    as `predict` averages its crops."""
+    return torch.softmax(emb @ weight.T + bias, -1).mean(0)
+
+
 def build_few_shot_model(trunk: EnvNet, weight: torch.Tensor, bias: torch.Tensor) -> EnvNet:
     """An EnvNet with the trunk's layers up to fc6 and the fitted fc7."""
     cfg = trunk.config
@@ -185,8 +191,8 @@ def calibrate(emb: Embedder, weight: torch.Tensor, bias: torch.Tensor, known: li
     """The verdict's threshold from held-out examples' top probabilities (verdict.KEEP of them stay
     confident), and how many generated tones, noises and clicks it flags. Without held-out examples
     nothing can be called unsure honestly, so the threshold is 0."""
-    unknown = torch.tensor([float(torch.softmax(emb.example(w, ("unknown-sound", i))[0] @ weight.T + bias, -1)
-                                  .mean(0).max()) for i, w in enumerate(_unknown_sounds())])
+    unknown = torch.tensor([float(head_probabilities(emb.example(w, ("unknown-sound", i))[0], weight, bias).max())
+                            for i, w in enumerate(_unknown_sounds())])
     k = torch.tensor(known)
     t = verdict.choose_threshold(k) if len(k) else 0.0
     how = {"known": "held-out examples (fits without them)", "unknown": "generated tones, noise, clicks, chords, sweeps"}
@@ -291,7 +297,7 @@ def train_few_shot(
     for held in plan:
         w, b = fit(set(held))
         for c, i in held:
-            probs = torch.softmax(per_class[c][i][0] @ w.T + b, -1).mean(0)  # as predict() averages windows
+            probs = head_probabilities(per_class[c][i][0], w, b)  # held out: its windows as recorded
             confusion[c][int(probs.argmax())] += 1
             known.append(float(probs.max()))
     w, b = fit(set())
