@@ -55,7 +55,8 @@ from envnet import checkpoint, limits  # noqa: E402
 from envnet.audio import windows  # noqa: E402
 from envnet.data import load_waves, read_dataset  # noqa: E402
 from envnet.fewshot import (  # noqa: E402
-    GAINS,
+    QUIETER,
+    STRETCH,
     Embedder,
     build_few_shot_model,
     default_embedder,
@@ -123,7 +124,8 @@ def bench_accuracy(ds, emb: Embedder, draws: int, predict_draws: int, seed: int)
             names = [ds.classes[c] for c in classes]
             model = build_few_shot_model(emb.model, w, b)
             agree += [predict(model, ds.waves[i], names).label == names[said[i]] for i, _ in test]
-    out = {"ways": WAYS, "shots": SHOTS, "tests_per_class": TESTS, "gains": list(GAINS), "embed_all_s": embed_s,
+    out = {"ways": WAYS, "shots": SHOTS, "tests_per_class": TESTS, "altered": {"quieter": QUIETER, "stretch": STRETCH},
+           "embed_all_s": embed_s,
            "draws_s": time.perf_counter() - t0}
     for name, values in acc.items():
         out[name] = summary([float(v) for v in values])

@@ -178,19 +178,25 @@ def random_crop(wave: torch.Tensor, gen: torch.Generator, length: int = WINDOW, 
     return crop
 
 
-def random_scale(wave: torch.Tensor, gen: torch.Generator, max_factor: float = 1.25) -> torch.Tensor:
-    """EnvNet-v2's time-stretch augmentation: resample by a log-uniform factor in [1/max, max] with linear
-    interpolation, so a sound plays slower (lower, longer) or faster (higher, shorter)."""
+def stretch(wave: torch.Tensor, factor: float) -> torch.Tensor:
+    """The sound played `factor` times slower (longer and lower; < 1: faster), resampled with linear
+    interpolation as EnvNet-v2 does."""
     n = wave.numel()
-    if n < 2 or max_factor <= 1:
+    if n < 2:
         return wave
-    log_max = math.log(max_factor)
-    factor = math.exp(float(torch.empty(1).uniform_(-log_max, log_max, generator=gen)))
     pos = torch.arange(max(1, round(n * factor)), dtype=torch.float64) / factor
     i0 = pos.floor().long().clamp(max=n - 1)
     i1 = (i0 + 1).clamp(max=n - 1)
     frac = (pos - i0).to(wave.dtype)
     return wave[i0] * (1 - frac) + wave[i1] * frac
+
+
+def random_scale(wave: torch.Tensor, gen: torch.Generator, max_factor: float = 1.25) -> torch.Tensor:
+    """EnvNet-v2's time-stretch augmentation: `stretch` by a log-uniform factor in [1/max, max]."""
+    if wave.numel() < 2 or max_factor <= 1:
+        return wave
+    log_max = math.log(max_factor)
+    return stretch(wave, math.exp(float(torch.empty(1).uniform_(-log_max, log_max, generator=gen))))
 
 
 def random_gain(wave: torch.Tensor, gen: torch.Generator, max_db: float = 6.0) -> torch.Tensor:

@@ -8,7 +8,14 @@ import torch
 from tonedata import KINDS, made_sound
 
 from envnet import checkpoint
-from envnet.fewshot import GAINS, Embedder, default_embedder, example_windows, holdout_plan, train_few_shot
+from envnet.fewshot import (
+    Embedder,
+    altered_windows,
+    default_embedder,
+    example_windows,
+    holdout_plan,
+    train_few_shot,
+)
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.predict import predict
 
@@ -51,13 +58,32 @@ def test_embeddings_are_cached_per_example_key(embedder):
     wave = made_sound("buzz", np.random.default_rng(1))
     first = embedder.example(wave, key=("test", "a"))
     assert embedder.example(torch.zeros(10), key=("test", "a")) is first  # the key decides, not the audio
-    # A short example is one window, embedded as recorded and at each quieter gain.
-    assert first.shape == (len(GAINS), 1, embedder.model.config.fc_width)
+    # A short example is one window, embedded as recorded and altered.
+    assert first.shape == (2, 1, embedder.model.config.fc_width)
+
+
+def test_altered_copies_take_turns_quieter_slower_faster():
+    t = torch.arange(4 * SR) / SR
+    tone = 0.5 * torch.sin(2 * torch.pi * 1000 * t)  # 4 s of 1 kHz: 11 windows every 0.25 s
+    batch = example_windows(tone)
+    altered = altered_windows(tone, batch)
+    assert altered.shape == batch.shape
+
+    def pitch(w):
+        return float(torch.fft.rfft(w).abs().argmax()) * SR / len(w)
+
+    torch.testing.assert_close(altered[0], batch[0] * 0.25)  # 12 dB quieter
+    assert pitch(altered[1]) == pytest.approx(1000 / 1.15, abs=2)  # 15 % slower: lower
+    assert pitch(altered[2]) == pytest.approx(1000 * 1.15, abs=2)  # 15 % faster: higher
+    assert pitch(altered[3]) == pytest.approx(1000, abs=2) and float(altered[3].abs().max()) < 0.13
+    # A one-window example (a one-second recording) still gets an altered copy: the quieter one.
+    one = example_windows(tone[:SR])
+    torch.testing.assert_close(altered_windows(tone[:SR], one), one * 0.25)
 
 
 def test_a_sound_much_quieter_than_its_examples_keeps_its_class(embedder):
     """The examples are also learned 12 dB quieter: a user asks about a sound further from the microphone
-    than their examples were. Without the quieter copies 2 of these 15 were called wrong."""
+    than their examples were. Without any quieter copies 2 of these 15 were called wrong."""
     rng = np.random.default_rng(0)
     examples = {k: [made_sound(k, rng) for _ in range(5)] for k in KINDS}
     model = train_few_shot(examples, embedder=Embedder(embedder.model), evaluate=False).model
