@@ -14,7 +14,8 @@ ENV HOME=/home/user \
     STREAMLIT_SERVER_ENABLE_XSRF_PROTECTION=true \
     STREAMLIT_SERVER_XSRF_COOKIE_SAME_SITE=none \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
-    ENVNET_PUBLIC=1
+    ENVNET_PUBLIC=1 \
+    THP_MEM_ALLOC_ENABLE=1
 WORKDIR /home/user/app
 
 # Requirements first, so that a code change does not reinstall torch. The CPU index keeps the image small:

@@ -6,13 +6,23 @@
     pred.top(3)
 """
 
-from envnet.audio import AudioError, load_audio, windows
-from envnet.checkpoint import Checkpoint, CheckpointError, default_checkpoint, list_checkpoints
-from envnet.checkpoint import load as _load
-from envnet.checkpoint import save as save_checkpoint
-from envnet.model import SAMPLE_RATE, WINDOW, EnvNet, EnvNetConfig, build_model, layer_walkthrough
-from envnet.predict import Prediction, predict
-from envnet.spectra import frequency_response, learned_spectrogram, mel_frequency_response, mel_spectrogram
+import os
+
+# Tensors of 2 MB and more in 2 MB pages (PyTorch's THP_MEM_ALLOC_ENABLE; Linux with transparent huge pages in
+# "madvise" or "always" mode, a no-op elsewhere). A training step allocates several (batch, 40, 24000)
+# activations; in 4 KB pages it spent about as long faulting them in as computing them: 4.55 s against 2.75 s a
+# step at batch 64 on the AVX2 EPYC (benchmarks/README.md). PyTorch reads it at its first allocation, so it is
+# set before anything here imports torch; a value the user set, 0 included, is kept. `cpu.memory_pages` says
+# which applies.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+from envnet.audio import AudioError, load_audio, windows  # noqa: E402
+from envnet.checkpoint import Checkpoint, CheckpointError, default_checkpoint, list_checkpoints  # noqa: E402
+from envnet.checkpoint import load as _load  # noqa: E402
+from envnet.checkpoint import save as save_checkpoint  # noqa: E402
+from envnet.model import SAMPLE_RATE, WINDOW, EnvNet, EnvNetConfig, build_model, layer_walkthrough  # noqa: E402
+from envnet.predict import Prediction, predict  # noqa: E402
+from envnet.spectra import frequency_response, learned_spectrogram, mel_frequency_response, mel_spectrogram  # noqa: E402
 
 
 def load_checkpoint(path=None) -> Checkpoint:

@@ -126,6 +126,29 @@ def probe_bf16(batch: int = 2, repeats: int = 3) -> dict:
     return best
 
 
+THP_MODE_FILE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def memory_pages(setting: str | None, kernel_mode: str | None) -> str:
+    """Why big tensors live in 2 MB pages or 4 KB ones: `setting` is THP_MEM_ALLOC_ENABLE as this process
+    started with it (envnet sets "1" unless the user chose), `kernel_mode` the kernel's choice in brackets in
+    THP_MODE_FILE, None where there is none (not Linux)."""
+    if setting is None or setting.strip().lower() in ("", "0", "false", "no", "off"):
+        return "4 KB pages: THP_MEM_ALLOC_ENABLE is off"
+    if kernel_mode in (None, "never"):
+        return f"4 KB pages: the kernel has no transparent huge pages ({kernel_mode or 'not Linux'})"
+    return (f"2 MB pages for tensors of 2 MB and more (THP_MEM_ALLOC_ENABLE={setting}, kernel '{kernel_mode}'): "
+            "a training step spent about as long faulting 4 KB pages in as computing")
+
+
+def _kernel_thp_mode() -> str | None:
+    try:
+        text = THP_MODE_FILE.read_text()
+    except OSError:
+        return None
+    return text[text.index("[") + 1 : text.index("]")] if "[" in text and "]" in text else None
+
+
 def choose(cpu: CpuInfo, probe: dict | None = None, threads: int | None = None) -> Plan:
     """The decision itself. `probe` holds probe_bf16's timings; it is consulted only where bf16 is native."""
     threads = threads or torch.get_num_threads()
@@ -176,7 +199,9 @@ def plan() -> Plan:
         if probe is None:
             probe = probe_bf16()
             _write_cache(info.key(), probe)
-    return choose(info, probe)
+    chosen = choose(info, probe)
+    chosen.reasons["memory"] = memory_pages(os.environ.get("THP_MEM_ALLOC_ENABLE"), _kernel_thp_mode())
+    return chosen
 
 
 def resolve_bf16(setting: bool | str, device: torch.device | str = "cpu") -> bool:
@@ -197,7 +222,8 @@ def describe() -> dict:
     return plan().summary()
 
 
-__all__ = ["CpuInfo", "Plan", "choose", "describe", "plan", "probe_bf16", "read_cpu", "resolve_bf16", "warm_up"]
+__all__ = ["CpuInfo", "Plan", "choose", "describe", "memory_pages", "plan", "probe_bf16", "read_cpu", "resolve_bf16",
+           "warm_up"]
 
 
 def warm_up(model) -> None:

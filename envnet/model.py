@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from envnet.train_ops import band_conv, conv_bn_fold, conv_bn_pool
+
 SAMPLE_RATE = 16_000
 WINDOW = 24_014  # 1.5 s plus the 14 samples the two 8-tap convolutions eat: 24014 → 24007 → 24000
 N_BANDS = 40
@@ -67,10 +69,19 @@ class EnvNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, 24014) raw audio → (batch, 40, 150) learned spectrogram: band × frame."""
-        h = self.conv1(x.unsqueeze(1))
-        # conv2's ReLU runs after the max-pool: the two commute exactly (forward and gradients), and the
-        # pooled tensor is 160× smaller, which saves a pass over the largest activation in training.
-        return F.relu_(F.max_pool1d(self.conv2[1](self.conv2[0](h)), POOL))
+        (conv1, bn1, relu1), (conv2, bn2, _) = self.conv1, self.conv2
+        x = x.unsqueeze(1)
+        # While BatchNorm learns in fp32, the same sums in fewer passes over the big activations
+        # (envnet.train_ops). conv2's ReLU runs after the max-pool: the two commute exactly (forward and
+        # gradients), and the pooled tensor is 160× smaller.
+        rewrite = torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+        if rewrite and bn1.training:
+            h = relu1(conv_bn_fold(x, conv1.weight, bn1))
+        else:
+            h = self.conv1(x)
+        if rewrite and bn2.training:
+            return F.relu_(conv_bn_pool(h, conv2.weight, bn2, POOL))
+        return F.relu_(F.max_pool1d(bn2(conv2(h)), POOL))
 
     def classify(self, spec: torch.Tensor) -> torch.Tensor:
         """(batch, 40, 150) learned spectrogram → (batch, outputs) logits."""
@@ -93,17 +104,6 @@ class EnvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(x))
-
-
-def band_conv(spec: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """conv3, the (8, 13) convolution of the one-channel 40 × 150 map, computed with each output row's 8
-    input bands as 8 input channels of a (1, 13) convolution, channels-last. The same sums; oneDNN's
-    backward for a single input channel is slow: conv3's forward + backward took half the time this way, and
-    a training step 10-20 % less on the AVX2 EPYC (benchmarks/README.md). (batch, 40, 150) → (batch, 50, 33, 138)."""
-    k = weight.shape[2]
-    rows = spec.shape[1] - k + 1
-    shifted = torch.stack([spec[:, i : i + rows] for i in range(k)], 1)  # (batch, 8, 33, 150)
-    return F.conv2d(shifted.contiguous(memory_format=torch.channels_last), weight.transpose(1, 2))
 
 
 def build_model(name: str = "envnet", **kwargs) -> EnvNet:

@@ -105,21 +105,6 @@ def test_auto_is_the_default_and_the_trainer_follows_the_plan(monkeypatch, fresh
     assert trainer.card("t")["recipe"]["precision"] == "fp32"
 
 
-def test_relu_after_pool_gives_the_same_features_and_gradients_as_relu_before():
-    """EnvNet.features pools conv2's output before its ReLU (cheaper in training); both orders agree."""
-    torch.manual_seed(0)
-    model = build_model(n_classes=3, fc_width=16).train()
-    x = torch.randn(2, 24_014, requires_grad=True)
-    ours = model.features(x)
-    (g_ours,) = torch.autograd.grad(ours.square().sum(), x)
-    torch.manual_seed(0)
-    model2 = build_model(n_classes=3, fc_width=16).train()
-    theirs = torch.nn.functional.max_pool1d(model2.conv2(model2.conv1(x.unsqueeze(1))), 160)
-    (g_theirs,) = torch.autograd.grad(theirs.square().sum(), x)
-    assert torch.equal(ours, theirs)
-    assert torch.allclose(g_ours, g_theirs, atol=0, rtol=0)
-
-
 def test_warm_up_fills_the_caches_the_pages_read():
     """After warm_up, the first classification finds the fused model and the frequency response ready."""
     from envnet import fast, spectra
@@ -131,3 +116,17 @@ def test_warm_up_fills_the_caches_the_pages_read():
     assert model in spectra._fr_cache  # computed by warm_up, not by the first visitor
     fr = spectra.cached_frequency_response(model)
     assert fr.response.shape[0] == 40
+
+
+def test_big_tensors_use_huge_pages_where_the_kernel_offers_them():
+    """envnet turns PyTorch's 2 MB pages on by default; the plan says when they do not apply."""
+    import envnet
+
+    assert os.environ.get("THP_MEM_ALLOC_ENABLE") is not None and envnet.cpu is cpu  # set by importing envnet
+    assert cpu.memory_pages("1", "madvise").startswith("2 MB pages")
+    assert cpu.memory_pages("1", "always").startswith("2 MB pages")
+    assert cpu.memory_pages("0", "madvise") == "4 KB pages: THP_MEM_ALLOC_ENABLE is off"
+    assert cpu.memory_pages(None, "always") == "4 KB pages: THP_MEM_ALLOC_ENABLE is off"
+    assert "no transparent huge pages (never)" in cpu.memory_pages("1", "never")
+    assert "not Linux" in cpu.memory_pages("1", None)
+    assert "memory" in cpu.plan().reasons

@@ -6,7 +6,15 @@ import pytest
 import torch
 from conftest import sine, tiny_model
 
-from envnet.model import N_BANDS, N_FRAMES, WINDOW, EnvNet, EnvNetConfig, band_conv, build_model, layer_walkthrough
+from envnet.model import (
+    N_BANDS,
+    N_FRAMES,
+    WINDOW,
+    EnvNet,
+    EnvNetConfig,
+    build_model,
+    layer_walkthrough,
+)
 from envnet.predict import predict
 
 EXPECTED_SHAPES = {
@@ -54,21 +62,6 @@ def test_features_are_pooled_conv2_outputs() -> None:
         h = model.conv2(model.conv1(x.unsqueeze(1)))
         spec = model.features(x)
     torch.testing.assert_close(spec[0, :, 7], h[0, :, 7 * 160 : 8 * 160].amax(-1))
-
-
-def test_band_conv_is_conv3_with_the_same_gradients() -> None:
-    """Training computes conv3 with the bands as channels (faster on a CPU): the same outputs and gradients
-    as the paper's (8, 13) convolution of the one-channel map."""
-    torch.manual_seed(0)
-    spec = torch.rand(2, N_BANDS, N_FRAMES, requires_grad=True)
-    weight = torch.randn(50, 1, 8, 13, requires_grad=True)
-    grad_out = torch.randn(2, 50, 33, 138)
-    got, want = band_conv(spec, weight), torch.nn.functional.conv2d(spec.unsqueeze(1), weight)
-    torch.testing.assert_close(got, want)
-    got_grads = torch.autograd.grad(got, (spec, weight), grad_out)
-    want_grads = torch.autograd.grad(want, (spec, weight), grad_out)
-    for g, w in zip(got_grads, want_grads, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-4)
 
 
 def test_window_of_the_wrong_length_fails_loudly() -> None:
