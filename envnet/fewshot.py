@@ -258,7 +258,8 @@ class FewShotResult:
         return checkpoint.make_card(
             self.model, self.classes, name,
             recipe={"kind": "few-shot", "head": "fc7 logistic regression on fc6 windows", "hop": HOP,
-                    "max_windows": MAX_WINDOWS, "altered": {"quieter": QUIETER, "stretch": STRETCH}, "trunk": checkpoint.DEFAULT_NAME},
+                    "max_windows": MAX_WINDOWS, "altered": {"quieter": QUIETER, "stretch": STRETCH},
+                    "trunk": checkpoint.DEFAULT_NAME},
             verdict=self.model.calibration.to_card() if self.model.calibration else None,
             metrics={"held_out_accuracy": self.accuracy, "per_class": self.per_class, "confusion": self.confusion,
                      "n_held_out": self.n_held_out, "seconds": self.seconds},
