@@ -10,8 +10,8 @@ import os
 
 # Tensors of 2 MB and more in 2 MB pages (PyTorch's THP_MEM_ALLOC_ENABLE; Linux with transparent huge pages in
 # "madvise" or "always" mode, a no-op elsewhere). A training step allocates several (batch, 40, 24000)
-# activations, and faulting them in 4 KB pages at a time made a step two thirds longer: 4.55 s against 2.75 s at
-# batch 64 on the AVX2 EPYC (benchmarks/README.md). PyTorch reads it at its first allocation, so it is
+# activations, and faulting them in 4 KB pages at a time made a step 1.7-1.9 times as long at batch 64 on the
+# AVX2 EPYC (benchmarks/README.md). PyTorch reads it at its first allocation, so it is
 # set before anything here imports torch; a value the user set, 0 included, is kept. `cpu.memory_pages` says
 # which applies.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
