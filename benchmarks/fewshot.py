@@ -12,7 +12,7 @@ them, e.g. the ESC-10-only model of commit 17bcb44:
     python benchmarks/fewshot.py --only accuracy --trunk /tmp/old/envnet-esc10
 
 accuracy: each draw picks 4 classes at random and, per class, 5 clips to train on and 3 to test (a random
-  split each draw). Every clip is embedded once (its fc6 windows at every gain, cached by path, as the app
+  split each draw). Every clip is embedded once (its fc6 windows as recorded and altered, cached by path, as the app
   caches by example id); each draw fits the head (envnet.fewshot.fit_examples) on its 20 clips. Reported,
   mean ± standard deviation over draws (and the worst draw):
   - `windows`: the test clip's windows through the fitted head, probabilities averaged (how the recipe scores
@@ -125,8 +125,7 @@ def bench_accuracy(ds, emb: Embedder, draws: int, predict_draws: int, seed: int)
             model = build_few_shot_model(emb.model, w, b)
             agree += [predict(model, ds.waves[i], names).label == names[said[i]] for i, _ in test]
     out = {"ways": WAYS, "shots": SHOTS, "tests_per_class": TESTS, "altered": {"quieter": QUIETER, "stretch": STRETCH},
-           "embed_all_s": embed_s,
-           "draws_s": time.perf_counter() - t0}
+           "embed_all_s": embed_s, "draws_s": time.perf_counter() - t0}
     for name, values in acc.items():
         out[name] = summary([float(v) for v in values])
         log(f"{name:10s} {100 * out[name]['mean']:5.1f} % ± {100 * out[name]['std']:4.1f} "

@@ -120,9 +120,9 @@ def test_warm_up_fills_the_caches_the_pages_read():
 
 def test_big_tensors_use_huge_pages_where_the_kernel_offers_them():
     """envnet turns PyTorch's 2 MB pages on by default; the plan says when they do not apply."""
-    import envnet
+    import envnet  # noqa: F401  (already imported: it set the variable before torch allocated anything)
 
-    assert os.environ.get("THP_MEM_ALLOC_ENABLE") is not None and envnet.cpu is cpu  # set by importing envnet
+    assert os.environ.get("THP_MEM_ALLOC_ENABLE") is not None
     assert cpu.memory_pages("1", "madvise").startswith("2 MB pages")
     assert cpu.memory_pages("1", "always").startswith("2 MB pages")
     assert cpu.memory_pages("0", "madvise") == "4 KB pages: THP_MEM_ALLOC_ENABLE is off"

@@ -6,15 +6,7 @@ import pytest
 import torch
 from conftest import sine, tiny_model
 
-from envnet.model import (
-    N_BANDS,
-    N_FRAMES,
-    WINDOW,
-    EnvNet,
-    EnvNetConfig,
-    build_model,
-    layer_walkthrough,
-)
+from envnet.model import N_BANDS, N_FRAMES, WINDOW, EnvNet, EnvNetConfig, build_model, layer_walkthrough
 from envnet.predict import predict
 
 EXPECTED_SHAPES = {
