@@ -7,12 +7,13 @@ trimmed, short clips centred) and run through the model's fused inference copy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from envnet.audio import SILENCE_THRESHOLD, TRIM, prepare, window_starts
-from envnet.fast import inference_model
+from envnet.fast import FastEnvNet, inference_model
 from envnet.model import SAMPLE_RATE, WINDOW, EnvNet, inference
 from envnet.verdict import Calibration, Verdict, judge
 
@@ -140,15 +141,25 @@ def class_probabilities(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
     return torch.softmax(logits.float(), -1)[..., :n_classes]
 
 
-def window_probabilities(model: EnvNet, batch: torch.Tensor) -> torch.Tensor:
-    """(n, 24014) windows → (n, classes) class probabilities, BATCH windows at a time, through the model's
-    fused inference copy (BN folded, channels-last: the same probabilities, faster; envnet/fast.py)."""
+def window_probabilities(model: EnvNet, x: torch.Tensor, starts: Sequence[int] | None = None) -> torch.Tensor:
+    """(n, classes) class probabilities of windows: the rows of an (n, 24014) batch, or with `starts` the windows
+    x[s : s + WINDOW] of a clip's samples. BATCH windows at a time, through the model's fused inference copy
+    (BN folded, channels-last, overlapping windows computed once: the same probabilities, faster; envnet/fast.py)."""
+    if starts is None:
+        x, starts = x.reshape(-1), range(0, x.numel(), WINDOW)
     fast = inference_model(model)
     device = next(model.parameters()).device  # training's validation may run on a GPU
     n = model.config.n_classes
+    out = []
     with inference(model):
-        return torch.cat([class_probabilities(fast(batch[i : i + BATCH].to(device)), n).cpu()
-                          for i in range(0, len(batch), BATCH)])
+        for i in range(0, len(starts), BATCH):
+            part = starts[i : i + BATCH]
+            if isinstance(fast, FastEnvNet):
+                logits = fast.classify(fast.window_features(x, part))
+            else:
+                logits = fast(torch.stack([x[s : s + WINDOW] for s in part]).to(device))
+            out.append(class_probabilities(logits, n).cpu())
+    return torch.cat(out) if out else torch.empty(0, n)
 
 
 def predict(
@@ -172,8 +183,7 @@ def predict(
     wave = wave.float()
     samples, shift, kept = prepare(wave)
     starts = window_starts(samples.numel(), WINDOW, n_crops=n_crops, hop=hop)
-    wp = torch.cat([window_probabilities(model, torch.stack([samples[s : s + WINDOW] for s in starts[i : i + BATCH]]))
-                    for i in range(0, len(starts), BATCH)])
+    wp = window_probabilities(model, samples, starts)
     probs = wp.mean(0)
     clip_peak = float(wave.abs().max()) if wave.numel() else 0.0
     pred = Prediction(list(classes), probs, wp, [s - shift for s in starts],

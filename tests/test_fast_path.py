@@ -82,6 +82,25 @@ def test_fast_learned_spectrogram_matches_the_library_features():
     assert torch.allclose(fast, plain, rtol=1e-4, atol=1e-5)
 
 
+def test_overlapping_windows_share_their_first_layers_with_the_same_result():
+    """Windows of one clip, overlapping (a timeline's), touching, apart, and out of order: each window's learned
+    spectrogram is the one it gets alone, and a clip's window probabilities are those of its windows stacked."""
+    model = trained_like_model()
+    g = torch.Generator().manual_seed(3)
+    samples = 0.3 * torch.randn(8 * WINDOW, generator=g)
+    starts = [0, 8_000, 16_000, 17_001, 40_000, 64_014, 5 * WINDOW, 3 * WINDOW + 7, 7 * WINDOW]
+    stacked = torch.stack([samples[s : s + WINDOW] for s in starts])
+    fast = fuse(model)
+    with torch.inference_mode():
+        shared, alone = fast.window_features(samples, starts), fast.features(stacked)
+    assert shared.shape == (len(starts), 40, 150)
+    torch.testing.assert_close(shared, alone, rtol=1e-5, atol=1e-6)
+    assert (window_probabilities(model, samples, starts) - window_probabilities(model, stacked)).abs().max() < TOL
+    with pytest.raises(ValueError, match="do not fit"):
+        fast.window_features(samples, [7 * WINDOW + 1])
+    assert fast.window_features(samples, []).shape == (0, 40, 150)
+
+
 def test_predict_on_decoded_clip_matches_reference_pipeline():
     """Bytes of a 44.1 kHz clip → top-k: the library path and the plain pipeline give the same answer."""
     model = trained_like_model()
