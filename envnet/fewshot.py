@@ -25,17 +25,17 @@ import functools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
 
 from envnet import checkpoint, verdict
-from envnet.audio import windows
+from envnet.audio import prepare, window_starts
 from envnet.data import stretch
 from envnet.fast import inference_model
-from envnet.model import SAMPLE_RATE, EnvNet, build_model, inference
+from envnet.model import SAMPLE_RATE, WINDOW, EnvNet, build_model, inference
 
 HOP = SAMPLE_RATE // 4  # windows every 0.25 s: a 1.5 s clip gives 1, a 5 s clip 15
 MAX_WINDOWS = 16  # per example: bounds the embedding cost and memory of a long example
@@ -55,25 +55,36 @@ CACHE_ITEMS = 2000  # cached examples per embedder (each 2 × ≤ 16 × fc_width
 # ---- the embedding ------------------------------------------------------------------------------
 
 
-def example_windows(wave: torch.Tensor) -> torch.Tensor:
-    """(n, WINDOW) windows of one example every HOP samples; quiet ones dropped, at most MAX_WINDOWS."""
-    batch, _ = windows(wave.float(), hop=HOP)
-    energy = batch.pow(2).mean(1)
-    keep = energy >= LOUD * energy.max() if float(energy.max()) > 0 else torch.ones(len(batch), dtype=torch.bool)
-    batch = batch[keep]
-    if len(batch) > MAX_WINDOWS:  # the loudest stretch: a long example's windows around its peak
-        loud = batch.pow(2).mean(1)
-        centre = int(loud.argmax())
-        lo = min(max(0, centre - MAX_WINDOWS // 2), len(batch) - MAX_WINDOWS)
-        batch = batch[lo : lo + MAX_WINDOWS]
-    return batch
+Windows = tuple[torch.Tensor, list[int]]  # samples, and the starts of windows in them (FastEnvNet.window_features)
 
 
-def altered_windows(wave: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-    """A second copy of each of `example_windows(wave)` (`batch`): window i 12 dB quieter, 15 % slower or 15 %
-    faster for i mod 3 = 0, 1, 2; a stretched window is the i-th of the stretched example's own windows."""
-    turns = [batch * QUIETER, example_windows(stretch(wave, STRETCH)), example_windows(stretch(wave, 1 / STRETCH))]
-    return torch.stack([turns[i % 3][min(i, len(turns[i % 3]) - 1)] for i in range(len(batch))])
+def example_windows(wave: torch.Tensor) -> Windows:
+    """One example's samples (after `prepare`) and its windows every HOP; quiet ones dropped, at most MAX_WINDOWS."""
+    samples, _, _ = prepare(wave.float())
+    starts = window_starts(samples.numel(), hop=HOP)
+    energy = torch.stack([samples[s : s + WINDOW].pow(2).mean() for s in starts])
+    if float(energy.max()) > 0:
+        keep = (energy >= LOUD * energy.max()).tolist()
+        starts, energy = [s for s, k in zip(starts, keep, strict=True) if k], energy[keep]
+    if len(starts) > MAX_WINDOWS:  # the loudest stretch: a long example's windows around its peak
+        centre = int(energy.argmax())
+        lo = min(max(0, centre - MAX_WINDOWS // 2), len(starts) - MAX_WINDOWS)
+        starts = starts[lo : lo + MAX_WINDOWS]
+    return samples, starts
+
+
+def altered_windows(wave: torch.Tensor, recorded: Windows) -> list[Windows]:
+    """A second copy of each of `example_windows(wave)` (`recorded`): window i 12 dB quieter, 15 % slower or 15 %
+    faster for i mod 3 = 0, 1, 2; a stretched window is the i-th of the stretched example's own windows. Grouped
+    by how they are altered, so that each group's overlapping windows share their first layers."""
+    samples, starts = recorded
+    out = []
+    for turn, (altered, own) in enumerate([(samples * QUIETER, starts), example_windows(stretch(wave, STRETCH)),
+                                           example_windows(stretch(wave, 1 / STRETCH))]):
+        picked = [own[min(i, len(own) - 1)] for i in range(turn, len(starts), 3)]
+        if picked:
+            out.append((altered, picked))
+    return out
 
 
 class Embedder:
@@ -89,26 +100,30 @@ class Embedder:
         self._cache: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
-    def windows(self, batch: torch.Tensor) -> torch.Tensor:
-        """(n, WINDOW) → (n, fc_width) post-ReLU fc6 activations, through the fast inference copy."""
+    def windows(self, x: torch.Tensor, starts: Sequence[int] | None = None) -> torch.Tensor:
+        """(n, fc_width) post-ReLU fc6 activations of windows, the rows of an (n, WINDOW) batch or with `starts`
+        the windows x[s : s + WINDOW] of one signal, through the fast inference copy."""
+        if starts is None:
+            x, starts = x.reshape(-1), range(0, x.numel(), WINDOW)
         fast = inference_model(self.model)
         outs = []
         with inference(self.model):
-            for i in range(0, len(batch), 32):
-                outs.append(fast.embed(fast.pooled(fast.features(batch[i : i + 32]))))
+            for i in range(0, len(starts), 32):
+                outs.append(fast.embed(fast.pooled(fast.window_features(x, starts[i : i + 32]))))
         return torch.cat(outs) if outs else torch.empty(0, self.model.config.fc_width)
 
     def example(self, wave: torch.Tensor, key: Hashable | None = None) -> torch.Tensor:
-        """(2, n_windows, fc_width) for one example: [0] its windows as recorded, [1] altered; computed once
-        per key."""
+        """(2, n_windows, fc_width) for one example: [0] its windows as recorded, [1] their altered copies
+        (grouped by alteration, not in window order); computed once per key."""
         if key is not None:
             with self._lock:
                 hit = self._cache.get(key)
                 if hit is not None:
                     self._cache.move_to_end(key)
                     return hit
-        batch = example_windows(wave)
-        emb = self.windows(torch.cat([batch, altered_windows(wave, batch)])).unflatten(0, (2, len(batch)))
+        recorded = example_windows(wave)
+        emb = torch.cat([self.windows(*w) for w in [recorded, *altered_windows(wave, recorded)]])
+        emb = emb.unflatten(0, (2, len(recorded[1])))
         if key is not None:
             with self._lock:
                 self._cache[key] = emb

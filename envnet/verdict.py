@@ -30,7 +30,7 @@ import torch
 from torch.nn import functional as F
 
 from envnet import examples
-from envnet.audio import windows
+from envnet.audio import prepare, window_starts
 from envnet.fast import inference_model
 from envnet.model import SAMPLE_RATE, EnvNet, inference
 
@@ -175,8 +175,10 @@ def pooled_windows(model: EnvNet, waves: Sequence[torch.Tensor], hop: int = HOP)
     out = []
     with inference(model):
         for w in waves:
-            batch, _ = windows(w, hop=hop)
-            out.append(torch.cat([fast.pooled(fast.features(batch[i : i + 32])) for i in range(0, len(batch), 32)]))
+            samples, _, _ = prepare(w)
+            starts = window_starts(samples.numel(), hop=hop)
+            out.append(torch.cat([fast.pooled(fast.window_features(samples, starts[i : i + 32]))
+                                  for i in range(0, len(starts), 32)]))
     return out
 
 

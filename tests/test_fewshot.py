@@ -65,20 +65,26 @@ def test_embeddings_are_cached_per_example_key(embedder):
 def test_altered_copies_take_turns_quieter_slower_faster():
     t = torch.arange(4 * SR) / SR
     tone = 0.5 * torch.sin(2 * torch.pi * 1000 * t)  # 4 s of 1 kHz: 11 windows every 0.25 s
-    batch = example_windows(tone)
-    altered = altered_windows(tone, batch)
-    assert altered.shape == batch.shape
+    samples, starts = example_windows(tone)
+    assert len(starts) == 11
+    quieter, slower, faster = altered_windows(tone, (samples, starts))
+    assert [len(w[1]) for w in (quieter, slower, faster)] == [4, 4, 3]  # windows 0, 3, 6, 9 / 1, 4, 7, 10 / 2, 5, 8
 
     def pitch(w):
         return float(torch.fft.rfft(w).abs().argmax()) * SR / len(w)
 
-    torch.testing.assert_close(altered[0], batch[0] * 0.25)  # 12 dB quieter
-    assert pitch(altered[1]) == pytest.approx(1000 / 1.15, abs=2)  # 15 % slower: lower
-    assert pitch(altered[2]) == pytest.approx(1000 * 1.15, abs=2)  # 15 % faster: higher
-    assert pitch(altered[3]) == pytest.approx(1000, abs=2) and float(altered[3].abs().max()) < 0.13
+    def cut(piece):
+        return [piece[0][s : s + WINDOW] for s in piece[1]]
+
+    for q, s in zip(cut(quieter), starts[0::3], strict=True):  # 12 dB quieter
+        torch.testing.assert_close(q, samples[s : s + WINDOW] * 0.25)
+    assert all(pitch(w) == pytest.approx(1000 / 1.15, abs=2) for w in cut(slower))  # 15 % slower: lower
+    assert all(pitch(w) == pytest.approx(1000 * 1.15, abs=2) for w in cut(faster))  # 15 % faster: higher
     # A one-window example (a one-second recording) still gets an altered copy: the quieter one.
     one = example_windows(tone[:SR])
-    torch.testing.assert_close(altered_windows(tone[:SR], one), one * 0.25)
+    (q,) = altered_windows(tone[:SR], one)
+    assert q[1] == one[1]
+    torch.testing.assert_close(q[0], one[0] * 0.25)
 
 
 def test_a_sound_much_quieter_than_its_examples_keeps_its_class(embedder):
@@ -93,10 +99,9 @@ def test_a_sound_much_quieter_than_its_examples_keeps_its_class(embedder):
 
 def test_example_windows_skip_quiet_windows_and_are_bounded():
     quiet_then_loud = torch.cat([torch.zeros(3 * SR), 0.5 * torch.randn(2 * SR)])
-    win = example_windows(quiet_then_loud)
-    assert all(float(w.abs().max()) > 0 for w in win)  # no all-silent window
-    assert win.shape[1] == WINDOW
-    assert len(example_windows(0.3 * torch.randn(60 * SR))) == 16
+    samples, starts = example_windows(quiet_then_loud)
+    assert starts and all(float(samples[s : s + WINDOW].abs().max()) > 0 for s in starts)  # no all-silent window
+    assert len(example_windows(0.3 * torch.randn(60 * SR))[1]) == 16
 
 
 def test_holdout_plan_folds_or_leave_one_out():
