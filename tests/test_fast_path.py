@@ -9,6 +9,7 @@ by more than the tolerance, so a bf16 fast path would fail here, which is the po
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,16 @@ def test_overlapping_windows_share_their_first_layers_with_the_same_result():
     with pytest.raises(ValueError, match="do not fit"):
         fast.window_features(samples, [7 * WINDOW + 1])
     assert fast.window_features(samples, []).shape == (0, 40, 150)
+
+
+def test_a_model_that_is_not_fused_gets_its_windows_stacked(monkeypatch):
+    """On a GPU (training's validation) the model runs as it is, on each window: the same probabilities."""
+    model = trained_like_model()
+    samples = 0.3 * torch.randn(3 * WINDOW, generator=torch.Generator().manual_seed(4))
+    starts = [0, 8_000, 2 * WINDOW]
+    fused = window_probabilities(model, samples, starts)
+    monkeypatch.setattr(sys.modules["envnet.predict"], "inference_model", lambda m: m)
+    assert (window_probabilities(model, samples, starts) - fused).abs().max() < TOL
 
 
 def test_predict_on_decoded_clip_matches_reference_pipeline():
