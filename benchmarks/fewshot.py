@@ -52,7 +52,7 @@ import torch  # noqa: E402
 from bench import log, machine  # noqa: E402
 
 from envnet import checkpoint, limits  # noqa: E402
-from envnet.audio import windows  # noqa: E402
+from envnet.audio import prepare, window_starts  # noqa: E402
 from envnet.data import load_waves, read_dataset  # noqa: E402
 from envnet.fewshot import (  # noqa: E402
     QUIETER,
@@ -106,7 +106,10 @@ def bench_accuracy(ds, emb: Embedder, draws: int, predict_draws: int, seed: int)
     feats = [emb.example(w, key=("fewshot-bench", str(c.path))) for c, w in zip(ds.clips, ds.waves, strict=True)]
     embed_s = time.perf_counter() - t0
     log(f"embedded {len(feats)} clips in {embed_s:.1f} s")
-    crops = [emb.windows(windows(w)[0]) for w in ds.waves]  # predict's 10 crops of each clip, embedded once
+    crops = []  # predict's 10 crops of each clip, embedded once
+    for w in ds.waves:
+        samples, _, _ = prepare(w)
+        crops.append(emb.windows(samples, window_starts(samples.numel())))
     means = [torch.nn.functional.normalize(f[0].mean(0), dim=0) for f in feats]
     rng = np.random.default_rng(seed)
     acc = {"windows": [], "predict": [], "class_mean": []}
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     results["trunk_load_s"] = time.perf_counter() - t0
     ds = load_waves(read_dataset(args.data))
     t0 = time.perf_counter()
-    emb.windows(torch.zeros(1, WINDOW))  # builds the fused inference copy, as cpu.warm_up does on a server's start
+    emb.windows(torch.zeros(WINDOW), [0])  # builds the fused inference copy, as cpu.warm_up does on a server's start
     results["warm_up_s"] = time.perf_counter() - t0
     results["clips"], results["classes"] = len(ds), len(ds.classes)
     if args.only in (None, "time"):

@@ -100,16 +100,14 @@ class Embedder:
         self._cache: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
-    def windows(self, x: torch.Tensor, starts: Sequence[int] | None = None) -> torch.Tensor:
-        """(n, fc_width) post-ReLU fc6 activations of windows, the rows of an (n, WINDOW) batch or with `starts`
-        the windows x[s : s + WINDOW] of one signal, through the fast inference copy."""
-        if starts is None:
-            x, starts = x.reshape(-1), range(0, x.numel(), WINDOW)
+    def windows(self, samples: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
+        """(n, fc_width) post-ReLU fc6 activations of the windows samples[s : s + WINDOW], through the fast
+        inference copy."""
         fast = inference_model(self.model)
         outs = []
         with inference(self.model):
             for i in range(0, len(starts), 32):
-                outs.append(fast.embed(fast.pooled(fast.window_features(x, starts[i : i + 32]))))
+                outs.append(fast.embed(fast.pooled(fast.window_features(samples, starts[i : i + 32]))))
         return torch.cat(outs) if outs else torch.empty(0, self.model.config.fc_width)
 
     def example(self, wave: torch.Tensor, key: Hashable | None = None) -> torch.Tensor:
