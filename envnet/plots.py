@@ -120,15 +120,20 @@ def topk_figure(top: Sequence[tuple[str, float]], title: str = "Top classes") ->
 
 def timeline_figure(
     window_probs, starts: Sequence[int], classes: Sequence[str], *, top: int = 5, sr: int = SAMPLE_RATE,
-    window: int = WINDOW,
+    window: int = WINDOW, silent: Sequence[bool] | None = None,
 ) -> go.Figure:
     """Probability per window of the `top` most likely classes and of every class that wins a window, one
     line each, against the window's centre time (a long recording of many sounds shows all of them).
+    Windows marked `silent` are left out (gaps in the lines): nothing there was loud enough to classify.
     Points carry their window index as customdata, so a click can select that window."""
-    p = _np(window_probs)
+    p = _np(window_probs).astype(np.float64)
+    if silent is not None:
+        p[np.asarray(silent, dtype=bool)] = np.nan
+    heard = p[~np.isnan(p).any(1)]
     centres = (np.asarray(starts) + window / 2) / sr
-    winners = set(p.argmax(1).tolist())
-    keep = [int(j) for rank, j in enumerate(np.argsort(-p.mean(0))) if rank < max(1, top) or j in winners]
+    winners = set(heard.argmax(1).tolist())
+    order = np.argsort(-heard.mean(0)) if len(heard) else []
+    keep = [int(j) for rank, j in enumerate(order) if rank < max(1, top) or j in winners]
     fig = go.Figure()
     for j in keep:
         fig.add_trace(go.Scatter(
@@ -192,9 +197,9 @@ def spectrogram_pair(
     else:
         learned_fig.update_yaxes(title_text="filter (by centre frequency)" if order is not None else "filter")
     band_hz = mel_band_centres(M.shape[0])
-    loudest = float(M.max())
+    lo, hi = mel_colour_range(M)
     mel_fig = go.Figure(go.Heatmap(
-        z=M, x=t, y=np.arange(M.shape[0]), colorscale=MAGMA, name="mel", zmin=loudest - MEL_RANGE_DB, zmax=loudest,
+        z=M, x=t, y=np.arange(M.shape[0]), colorscale=MAGMA, name="mel", zmin=lo, zmax=hi,
         customdata=np.broadcast_to(band_hz[:, None], M.shape).astype(np.float32),
         colorbar={**colorbar, "title": {"text": "dB", "side": "right"}},
         hovertemplate="time %{x:.3f} s<br>mel band %{y} (centre %{customdata:.0f} Hz)<br>%{z:.1f} dB<extra></extra>",
@@ -406,6 +411,15 @@ def conv_arithmetic_figure(length: int, kernel: int, stride: int, padding: int, 
 LIVE_LEARNED_TITLE = "Learned spectrogram, live"
 LIVE_MEL_TITLE = "Mel spectrogram, live"
 MEL_RANGE_DB = 80.0  # the mel maps show their loudest 80 dB; quieter is black
+MEL_FLOOR_DB = -100.0  # the mel spectrogram's own floor (AmplitudeToDB's 1e-10 power): silence
+
+
+def mel_colour_range(mel) -> tuple[float, float]:
+    """The mel map's colour range: its loudest MEL_RANGE_DB, but never a top below MEL_FLOOR_DB + MEL_RANGE_DB,
+    so that silence (every cell at the floor) is drawn black rather than as its own loudest cell."""
+    m = _np(mel)
+    hi = max(float(m.max()) if m.size else MEL_FLOOR_DB, MEL_FLOOR_DB + MEL_RANGE_DB)
+    return hi - MEL_RANGE_DB, hi
 MAP_HEIGHT = 240  # pixels of map (without its labels)
 LIVE_MAP_HEIGHT = 200
 WAVE_TITLE = "Waveform and analysed windows"
@@ -524,8 +538,7 @@ def map_html(values, kind: str, *, start_sample: int = 0, seconds: float | None 
         else:
             row_hz, ytitle = None, "filter (by centre frequency)" if order is not None else "filter"
     else:
-        hi = float(z.max()) if z.size else 0.0
-        lo, colours, bar = hi - MEL_RANGE_DB, tuple(MAGMA), "dB"
+        (lo, hi), colours, bar = mel_colour_range(z), tuple(MAGMA), "dB"
         row_hz, ytitle = mel_band_centres(n), "mel band centre (Hz)"
     title = title or (LEARNED_TITLE if kind == "learned" else MEL_TITLE)
     span = max(1, cols) if seconds is None else max(1, round(seconds * SAMPLE_RATE / POOL))  # columns across

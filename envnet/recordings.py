@@ -82,8 +82,9 @@ class OwnClasses:
             raise ValueError("Type a name for the class first.")
         if problem := name_problem(name, "class name"):  # it ends up in the model card
             raise ValueError(problem[0].upper() + problem[1:] + ".")
-        if name in self.classes:
-            raise ValueError(f"There is already a class called “{name}”.")
+        same = [c for c in self.classes if c.casefold() == name.casefold()]  # "Dog" and "dog" would be one sound
+        if same:
+            raise ValueError(f"There is already a class called “{same[0]}”.")
         return self.classes.setdefault(name, OwnClass())
 
     def remove_class(self, name: str) -> None:

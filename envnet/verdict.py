@@ -55,8 +55,8 @@ class Verdict:
         if self.kind == "silence":
             return "This is silent (or nearly): there is nothing loud enough to classify."
         if self.kind == "unsure":
-            return (f"This doesn't sound like any of the {self.n_classes} sounds I know; "
-                    f"closest: {self.label} ({self.p:.0%})")
+            closest = f"closest: {self.label} ({self.p:.0%})" if self.p >= 0.005 else "none of them comes close"
+            return f"This doesn't sound like any of the {self.n_classes} sounds I know; {closest}"
         return f"{self.label} ({self.p:.0%})"
 
 
@@ -68,6 +68,12 @@ class Calibration:
 
     def to_card(self) -> dict:
         return asdict(self)
+
+    @property
+    def cutoff(self) -> str:
+        """The threshold as a percentage, rounded down: an answer shown as passing it does pass it (a cut-off of
+        99.57 % shown as "100%" would make a 99.7 % answer look below it)."""
+        return f"{math.floor(self.threshold * 1000) / 10:g}%"
 
     @classmethod
     def from_card(cls, entry) -> Calibration | None:

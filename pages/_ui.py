@@ -235,8 +235,10 @@ def model_card(ck) -> None:
     elif "train_acc" in metrics:
         st.metric("Training accuracy", f"{metrics['train_acc']:.1%}")
     elif isinstance((metrics.get("validation") or {}).get("accuracy"), float):
+        protocol = metrics["validation"].get("protocol")
         st.metric("Held-out accuracy", f"{metrics['validation']['accuracy']:.1%}",
-                  help="Measured through the app's own path on clips that model never trained on (see the card).")
+                  help="Measured through the app's own path on clips never trained on: "
+                       + (plain(protocol) if isinstance(protocol, str) else "see the card") + ".")
     recipe = card.get("recipe") or {}
     words = {"epochs_completed": "{} epochs", "lr": "learning rate {}", "batch_size": "batch {}",
              "fc_width": "classifier width {}"}
@@ -248,11 +250,12 @@ def model_card(ck) -> None:
     if said:
         st.caption("Recipe: " + ", ".join(said) + ".")
     rule = ck.model.calibration
-    st.caption(f"“Not sure” when no class reaches {rule.threshold:.0%}." if rule else "No “not sure” rule.")
+    st.caption(f"“Not sure” when no class reaches {rule.cutoff}." if rule else "No “not sure” rule.")
     data = card.get("data") or {}
     if data:
         st.caption(f"Data: {plain(no_paths(data.get('source', data.get('dataset', '?'))))} — "
-                   f"{data.get('n_train', '?')} training clips, {data.get('n_val', 0)} validation clips")
+                   f"{data.get('n_train', '?')} training clips"
+                   + (f", {data['n_val']} validation clips" if isinstance(data.get("n_val"), int) else ""))
     with st.popover("Whole card (JSON)"):
         st.json(no_paths({k: v for k, v in card.items() if k != "history"}))
 

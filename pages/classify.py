@@ -11,7 +11,7 @@ import streamlit as st
 import torch
 
 from envnet import limits, plots
-from envnet.audio import AUDIO_EXTENSIONS, AudioError, load_audio, to_wav_bytes
+from envnet.audio import AUDIO_EXTENSIONS, AudioError, is_silent, load_audio, to_wav_bytes
 from envnet.examples import DEMO_SOUNDS, clips_by_class, dataset_roots
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.predict import SEGMENTS_AFTER, predict
@@ -199,7 +199,8 @@ def pick_window(timeline, n_windows: int) -> int:
     # No line for the selected window here (the waveform's band and the slider show it; a click highlights
     # its point): the chart then stays the same while the window moves, and the browser keeps it as it
     # is instead of redrawing five traces on every slider step.
-    fig = plots.timeline_figure(timeline.window_probs, timeline.starts, timeline.classes)
+    fig = plots.timeline_figure(timeline.window_probs, timeline.starts, timeline.classes,
+                                silent=[v.kind == "silence" for v in timeline.window_verdicts])
     chart(fig, "classify_timeline", on_select="rerun", selection_mode="points")
     starts = timeline.starts
     # Seconds, not a bare index: each step is one analysed window, shown by where it starts and ends.
@@ -218,7 +219,9 @@ def window_spectrograms(ck, clip: dict, timeline, i: int) -> tuple[torch.Tensor,
         if len(cache) >= 32 or any(k[:2] != key[:2] for k in cache):  # one clip's windows, bounded
             cache.clear()
         win = timeline.window(i)
-        cache[key] = (learned_spectrogram(ck.model, win), mel_spectrogram(win))
+        learned = learned_spectrogram(ck.model, win)
+        # Silence leaves only the layers' biases, which the map's "dB re its loudest cell" would draw bright.
+        cache[key] = (torch.zeros_like(learned) if is_silent(win) else learned, mel_spectrogram(win))
     return cache[key]
 
 
@@ -237,7 +240,7 @@ def show_verdict(ck, pred) -> None:
     measured = (f" On held-out recordings this kept {f['known_kept']:.0%} of known sounds confident and flagged "
                 f"{f['unknown_flagged']:.0%} of unknown ones." if isinstance(f.get("known_kept"), float)
                 and isinstance(f.get("unknown_flagged"), float) else "")
-    st.caption(f"“Not sure” when no class reaches {rule.threshold:.0%}.{measured}")
+    st.caption(f"“Not sure” when no class reaches {rule.cutoff}.{measured}")
 
 
 def show_segments(pred) -> None:
@@ -264,11 +267,15 @@ def show_results(ck, clip: dict, res: dict) -> None:
         show_verdict(ck, res["clip"])
         if wave.numel() > SEGMENTS_AFTER:
             show_segments(timeline)
-        k = st.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="classify_topk")
-        chart(plots.topk_figure(res["clip"].top(int(k))), "classify_top")
-        best, p = res["clip"].top(1)[0]
-        st.caption(f"Best guess: {best} ({p:.0%}), averaged over {len(res['clip'].starts)} windows of 1.5 s."
-                   + (f" “None of these”: {res['clip'].none_of_these:.0%}." if ck.model.config.other else ""))
+        if res["clip"].verdict.kind == "silence":
+            st.caption("Nothing was loud enough to rank the classes.")
+        else:
+            k = st.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="classify_topk")
+            chart(plots.topk_figure(res["clip"].top(int(k))), "classify_top")
+            best, p = res["clip"].top(1)[0]
+            n = len(res["clip"].starts)
+            st.caption(f"Best guess: {best} ({p:.0%}), averaged over {n} window{'s' if n > 1 else ''} of 1.5 s."
+                       + (f" “None of these”: {res['clip'].none_of_these:.0%}." if ck.model.config.other else ""))
     with detail:
         n_windows = len(timeline.starts)
         if n_windows > 1:

@@ -243,7 +243,7 @@ def few_shot_report(result, ck: Checkpoint) -> None:
     per = " · ".join(f"{c}: {'–' if a is None else f'{a:.0%}'}" for c, a in result.per_class.items())
     st.caption(f"Per class: {per}")
     if (rule := ck.model.calibration) and isinstance(rule.figures.get("unknown_flagged"), float):
-        st.caption(f"Classify says “not sure” when no class reaches {rule.threshold:.0%}: that kept "
+        st.caption(f"Classify says “not sure” when no class reaches {rule.cutoff}: that kept "
                    f"{rule.figures['known_kept']:.0%} of the held-out examples confident and flags "
                    f"{rule.figures['unknown_flagged']:.0%} of generated tones, noises and clicks as none of your sounds.")
     chart(plots.confusion_figure(result.confusion, result.classes), "fs_confusion")

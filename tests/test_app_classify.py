@@ -107,7 +107,7 @@ def test_a_tone_is_not_one_of_the_ten_sounds(at):
     upload(at, "tone.wav", wav_bytes(freq=440.0))
     assert not at.exception
     said = [w.value for w in at.warning]
-    assert any(w.startswith("**Not sure.** This doesn't sound like any of the 10 sounds I know; closest: ") for w in said), said
+    assert any(w.startswith("**Not sure.** This doesn't sound like any of the 10 sounds I know; ") for w in said), said
     assert any("“Not sure” when no class reaches" in c.value for c in at.caption)
 
 
@@ -152,10 +152,13 @@ def test_bad_upload_shows_an_error_and_the_page_still_works(at, name, data, frag
     assert "Top classes" in all_titles(at)
 
 
-def test_silent_clip_gets_a_warning(at):
+def test_silent_clip_gets_a_warning_and_no_class_ranked(at):
     upload(at, "silence.wav", wav_bytes(amplitude=0.0))
     assert not at.exception
     assert any("silent" in w.value for w in at.warning)
+    captions = " ".join(c.value for c in at.caption)
+    assert "Nothing was loud enough to rank the classes" in captions and "Best guess" not in captions
+    assert "Top classes" not in all_titles(at)
 
 
 def test_demo_example_is_classified_and_kept_across_pages(at):

@@ -167,6 +167,22 @@ def test_timeline_one_line_per_top_class_and_per_winner_with_window_indices():
     assert fig.layout.yaxis.title.text == "probability"
 
 
+def test_timeline_leaves_silent_windows_out():
+    p = torch.tensor([[0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])
+    fig = plots.timeline_figure(p, [0, 8000, 16000], ["a", "b", "c"], top=1, silent=[False, True, False])
+    # b only "wins" the silent window: it is not drawn, and no line has a point there.
+    assert [t.name for t in fig.data] == ["a", "c"]
+    assert all(np.isnan(t.y[1]) and not np.isnan(t.y[0]) for t in fig.data)
+    assert plots.timeline_figure(p, [0, 8000, 16000], ["a", "b", "c"], silent=[True] * 3).data == ()
+
+
+def test_a_silent_mel_map_is_drawn_black_and_a_loud_one_over_its_loudest_80_db():
+    silent = torch.full((40, 150), plots.MEL_FLOOR_DB)
+    lo, hi = plots.mel_colour_range(silent)
+    assert lo == plots.MEL_FLOOR_DB and hi == plots.MEL_FLOOR_DB + 80  # every cell at the bottom colour
+    assert plots.mel_colour_range(torch.linspace(-60, 30, 6000).reshape(40, 150)) == (-50.0, 30.0)
+
+
 def test_frequency_response_heatmap_sorting_puts_low_centres_first():
     fr = fake_response()
     fig = plots.frequency_response_figure(fr, sort=True)

@@ -118,7 +118,8 @@ def test_own_classes_refuse_bad_names_silence_and_sound_over_the_budget(monkeypa
     monkeypatch.setattr(recordings, "MAX_TOTAL_SECONDS", 1.2)
     own = recordings.OwnClasses()
     own.add_class("clap")
-    for bad, words in [("", "Type a name"), ("clap", "already a class"), ("<b>x</b>", "class name")]:
+    for bad, words in [("", "Type a name"), ("clap", "already a class"), ("Clap", "called “clap”"),
+                       ("<b>x</b>", "class name")]:
         with pytest.raises(ValueError, match=words):
             own.add_class(bad)
     with pytest.raises(ValueError, match="silent"):

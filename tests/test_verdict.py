@@ -154,3 +154,14 @@ def test_the_shipped_model_is_unsure_of_the_demo_sounds():
         v = predict(ck.model, examples.DEMO_SOUNDS[name](), ck.classes).verdict
         assert v.kind == "unsure", (name, v)
     assert predict(ck.model, torch.zeros(2 * SR), ck.classes).verdict.kind == "silence"
+
+
+def test_the_cut_off_is_said_rounded_down_and_a_closest_class_only_when_it_is_close():
+    # 99.57 % said as "100%" would make a 99.7 % answer look below it.
+    assert verdict.Calibration("max-probability", 0.9957, {}).cutoff == "99.5%"
+    assert verdict.Calibration("max-probability", 0.5, {}).cutoff == "50%"
+    classes = ["dog", "rain"]
+    rule = verdict.Calibration("other-output", 0.6, {})
+    assert "closest: dog (40%)" in verdict.judge(torch.tensor([0.4, 0.1]), classes, rule, silent=False).text
+    far = verdict.judge(torch.tensor([0.001, 0.0005]), classes, rule, silent=False)
+    assert far.kind == "unsure" and "closest" not in far.text and "none of them comes close" in far.text
