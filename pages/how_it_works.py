@@ -58,7 +58,10 @@ p = c[3].number_input("Padding", 0, 1000, 0, key="conv_padding")
 out = conv_output_length(int(n), int(k), int(s), int(p))
 # Two short lines, not one long one: a phone's width holds each.
 st.latex(r"\text{outputs} = \left\lfloor \frac{L + 2p - k}{s} \right\rfloor + 1")
-st.latex(rf"= \left\lfloor \frac{{{n} + 2\cdot{p} - {k}}}{{{s}}} \right\rfloor + 1 = {out}")
+# When the kernel does not fit, the formula's own value is below 1: said as it is, then what it means.
+raw = (int(n) + 2 * int(p) - int(k)) // int(s) + 1
+st.latex(rf"= \left\lfloor \frac{{{n} + 2\cdot{p} - {k}}}{{{s}}} \right\rfloor + 1 = {raw}"
+         + (r" \;\rightarrow\; 0" if out == 0 else ""))
 if out == 0:
     st.warning("The kernel is longer than the (padded) input: it does not fit even once, so there is no output.")
 elif n + 2 * p <= 400:

@@ -301,7 +301,8 @@ def split_by_fold(root: str, subset: str | None) -> tuple[Dataset | None, Datase
         with st.spinner("Decoding the clips (only the first time)…"):
             ds = cached_dataset(root, subset)
     except (OSError, ValueError) as e:
-        st.error(no_paths(f"Could not read {root}: {e}"))
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).removeprefix(f"{root}: ")
+        st.error(no_paths(f"Could not read {root}: {reason}"))
         return None, None
     st.caption(f"{len(ds)} clips, {len(ds.classes)} classes, folds {ds.folds}.")
     options = ["none", *ds.folds]

@@ -80,6 +80,7 @@ def test_how_it_works_shows_live_shapes_and_conv_arithmetic():
     assert any("→ 5 outputs" in x for x in titles(at))
     at.number_input(key="conv_kernel").set_value(30).run()  # longer than the input: no outputs, no crash
     assert not at.exception and at.warning
+    assert at.latex[-1].value.strip("$\n ").endswith(r"= -8 \;\rightarrow\; 0")  # ⌊(10 + 2 − 30) / 2⌋ + 1
 
 
 def test_uploaded_model_is_validated_selected_and_private_to_its_session():

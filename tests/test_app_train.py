@@ -398,6 +398,15 @@ def test_choosing_a_folder_of_classes_shows_no_python_object(train_page, tmp_pat
     assert not at.main.get("help") and not at.main.json  # and nothing of the object was written (st.help)
 
 
+def test_a_folder_that_is_not_a_dataset_is_named_once_with_the_reason(train_page, tmp_path):
+    at = train_page
+    at.radio(key="train_source").set_value("A folder on the server").run()
+    for folder, reason in ((tmp_path, "need at least two class folders"), (tmp_path / "nope", "No such file")):
+        at.text_input(key="train_folder").set_value(str(folder)).run()
+        assert not at.exception and len(at.error) == 1 and reason in at.error[0].value
+        assert at.error[0].value.count("Could not read") == 1 and at.error[0].value.count(tmp_path.name) == 1
+
+
 def test_save_these_examples_is_built_in_the_page_once_per_change(train_page, monkeypatch):
     """The zip used to be a deferred callable, run on the server's download thread while a rerun changed the
     classes: "dictionary changed size during iteration", or no download at all."""
