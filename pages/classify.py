@@ -199,9 +199,12 @@ def pick_window(timeline, n_windows: int) -> int:
     # No line for the selected window here (the waveform's band and the slider show it; a click highlights
     # its point): the chart then stays the same while the window moves, and the browser keeps it as it
     # is instead of redrawing five traces on every slider step.
-    fig = plots.timeline_figure(timeline.window_probs, timeline.starts, timeline.classes,
-                                silent=[v.kind == "silence" for v in timeline.window_verdicts])
-    chart(fig, "classify_timeline", on_select="rerun", selection_mode="points")
+    silent = [v.kind == "silence" for v in timeline.window_verdicts]
+    if all(silent):
+        st.caption("Every window is silent: there is no class to follow over time.")
+    else:
+        fig = plots.timeline_figure(timeline.window_probs, timeline.starts, timeline.classes, silent=silent)
+        chart(fig, "classify_timeline", on_select="rerun", selection_mode="points")
     starts = timeline.starts
     # Seconds, not a bare index: each step is one analysed window, shown by where it starts and ends.
     return st.select_slider("Window", list(range(n_windows)), key="classify_window",
