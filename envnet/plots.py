@@ -412,14 +412,6 @@ LIVE_LEARNED_TITLE = "Learned spectrogram, live"
 LIVE_MEL_TITLE = "Mel spectrogram, live"
 MEL_RANGE_DB = 80.0  # the mel maps show their loudest 80 dB; quieter is black
 MEL_FLOOR_DB = -100.0  # the mel spectrogram's own floor (AmplitudeToDB's 1e-10 power): silence
-
-
-def mel_colour_range(mel) -> tuple[float, float]:
-    """The mel map's colour range: its loudest MEL_RANGE_DB, but never a top below MEL_FLOOR_DB + MEL_RANGE_DB,
-    so that silence (every cell at the floor) is drawn black rather than as its own loudest cell."""
-    m = _np(mel)
-    hi = max(float(m.max()) if m.size else MEL_FLOOR_DB, MEL_FLOOR_DB + MEL_RANGE_DB)
-    return hi - MEL_RANGE_DB, hi
 MAP_HEIGHT = 240  # pixels of map (without its labels)
 LIVE_MAP_HEIGHT = 200
 WAVE_TITLE = "Waveform and analysed windows"
@@ -508,6 +500,14 @@ def _time_ticks(left: float, right: float, most: int = 6) -> list[tuple[float, s
     step = next((s for s in (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60) if span / s <= most), 120)
     first, last = math.ceil((left - span / 100) / step), math.floor((right + span / 100) / step)
     return [((k * step - left) / span, f"{k * step:g}") for k in range(first, last + 1)]
+
+
+def mel_colour_range(mel) -> tuple[float, float]:
+    """The mel map's colour range: its loudest MEL_RANGE_DB, but never a top below MEL_FLOOR_DB + MEL_RANGE_DB,
+    so that silence (every cell at the floor) is drawn black rather than as its own loudest cell."""
+    m = _np(mel)
+    hi = max(float(m.max()) if m.size else MEL_FLOOR_DB, MEL_FLOOR_DB + MEL_RANGE_DB)
+    return hi - MEL_RANGE_DB, hi
 
 
 def map_html(values, kind: str, *, start_sample: int = 0, seconds: float | None = None,
