@@ -70,10 +70,13 @@ class UnsupportedRateError(DecodeError):
 Source = str | Path | bytes | bytearray | memoryview
 
 
+UNNAMED = "the file"  # what messages call raw bytes; the caller (a page) says which file it was
+
+
 def _read_bytes(source: Source) -> tuple[bytes, str]:
-    """The raw bytes and a name for messages: the file's name, or "the audio data"."""
+    """The raw bytes and a name for messages: the file's name, or UNNAMED."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source), "the audio data"
+        return bytes(source), UNNAMED
     path = Path(source)
     if not path.is_file():
         raise DecodeError(f"{path}: no such file")
@@ -81,6 +84,11 @@ def _read_bytes(source: Source) -> tuple[bytes, str]:
         return path.read_bytes(), path.name
     except OSError as e:  # permissions, a file vanishing between the check and the read
         raise DecodeError(f"{path}: cannot read it ({e.strerror or e})") from e
+
+
+def _about(name: str, problem: str) -> str:
+    """"clip.wav: problem", or only the problem for raw bytes: a page puts the file's name in front itself."""
+    return problem if name == UNNAMED else f"{name}: {problem}"
 
 
 def _looks_like_text(data: bytes) -> bool:
@@ -120,13 +128,13 @@ def _decode_torchcodec(data: bytes, kind: str, name: str) -> tuple[np.ndarray, i
         from torchcodec.decoders import AudioDecoder  # optional: needs FFmpeg's shared libraries
     except Exception as e:  # ImportError, or an OSError when FFmpeg is missing
         raise UnsupportedFormatError(
-            f"{name}: {kind} audio needs torchcodec with FFmpeg, which is not installed here "
-            "(pip install torchcodec; apt-get install ffmpeg). WAV, FLAC, OGG and MP3 always work."
+            _about(name, f"{kind} audio needs torchcodec with FFmpeg, which is not installed here "
+                   "(pip install torchcodec; apt-get install ffmpeg). WAV, FLAC, OGG and MP3 always work.")
         ) from e
     try:
         samples = AudioDecoder(data).get_all_samples()
     except Exception as e:
-        raise DecodeError(f"{name}: could not decode this {kind} file ({e})") from e
+        raise DecodeError(_about(name, f"could not decode this {kind} file ({e})")) from e
     return samples.data.numpy().T, int(samples.sample_rate)
 
 
@@ -181,7 +189,7 @@ def _decode(source: Source, max_seconds: float | None = None, mono: bool = False
         except AudioError:
             raise
         except MemoryError as e:
-            raise DecodeError(f"{name}: not enough memory to decode it on this server") from e
+            raise DecodeError(_about(name, "not enough memory to decode it on this server")) from e
         except Exception as e:
             if kind in ("m4a/mp4", "webm/mkv"):
                 audio, sr = _decode_torchcodec(data, kind, name)
@@ -190,7 +198,7 @@ def _decode(source: Source, max_seconds: float | None = None, mono: bool = False
                     audio = audio.mean(axis=1, keepdims=True)
                 return audio, sr, name
             what = "" if kind == "unknown" else f" ({kind} data, possibly truncated or corrupt)"
-            raise DecodeError(f"{name}: could not decode audio{what}. Supported: WAV, FLAC, OGG, MP3.") from e
+            raise DecodeError(_about(name, f"could not decode audio{what}. Supported: WAV, FLAC, OGG, MP3.")) from e
     return audio, sr, name
 
 

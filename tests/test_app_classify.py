@@ -138,15 +138,15 @@ def test_window_slider_moves_the_spectrograms(at):
 
 
 @pytest.mark.parametrize("name,data,fragment", [
-    ("broken.wav", b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 7, "could not decode"),
-    ("empty.wav", b"", "empty"),
+    ("broken.wav", b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 7, "could not use “broken.wav”: could not decode"),
+    ("empty.wav", b"", "could not use “empty.wav”: the file is empty"),
     ("notes.txt", b"hello, this is text", "not a sound file"),
-    ("picture.wav", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "not audio"),
+    ("picture.wav", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "could not use “picture.wav”: the file is not audio"),
 ])
 def test_bad_upload_shows_an_error_and_the_page_still_works(at, name, data, fragment):
     upload(at, name, data, "application/octet-stream")
     assert not at.exception
-    assert at.error and fragment in at.error[0].value.lower()
+    assert at.error and fragment in at.error[0].value.lower(), at.error[0].value
     upload(at, "tone.wav", wav_bytes())  # the next good file works as usual
     assert not at.exception and not at.error
     assert "Top classes" in all_titles(at)
