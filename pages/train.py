@@ -35,6 +35,7 @@ from pages._ui import (
 
 OWN = "own_classes"  # this session's recordings.OwnClasses
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
+REFUSED = "own_refused_files"  # upload/recording id → why it was not added, said while it is still listed
 _DOWNLOAD_LOCK = threading.Lock()  # one dataset download per server
 VISITOR = "train_visitor"  # this session's place-holder in the server's training queue
 FEW_SHOT = "fewshot_result"  # this session's last few-shot training: (FewShotResult, model name)
@@ -42,6 +43,7 @@ FEW_SHOT = "fewshot_result"  # this session's last few-shot training: (FewShotRe
 
 def own_classes() -> recordings.OwnClasses:
     st.session_state.setdefault(SEEN, set())
+    st.session_state.setdefault(REFUSED, {})
     return st.session_state.setdefault(OWN, recordings.OwnClasses())
 
 
@@ -54,22 +56,23 @@ def add_class() -> None:
 
 
 def add_example(class_name: str, file_id: str, name: str, data: bytes, session: bool = False) -> None:
-    """Keep one example, or the examples a recording session or long upload is split into."""
-    seen = st.session_state[SEEN]
-    if file_id in seen:
-        return
-    seen.add(file_id)
-    try:
-        added = own_classes().add_file(class_name, name, data, session=session)
-    except ValueError as e:  # AudioError included
-        st.error(f"“{name}” was not added: {e}")
-        return
-    if not session and added[0].name == name:  # kept whole: nothing to say (split ones are "take 1", …)
-        return
-    st.session_state["own_msg_ok"] = (f"“{name}” was split into {len(added)} example"
-                                      f"{'s' * (len(added) != 1)} of “{class_name}”: listen to them "
-                                      "below and remove any that are not the sound.")
-    st.rerun()  # the message above the classes says what the split made
+    """Keep one example, or the examples a recording session or long upload is split into. A file that is
+    refused is said to be, on every run for as long as its widget still holds it."""
+    seen, refused = st.session_state[SEEN], st.session_state[REFUSED]
+    if file_id not in seen:
+        seen.add(file_id)
+        try:
+            added = own_classes().add_file(class_name, name, data, session=session)
+        except ValueError as e:  # AudioError included
+            refused[file_id] = f"“{name}” was not added: {e}"
+        else:
+            if session or added[0].name != name:  # split into takes: say so (kept whole: nothing to say)
+                st.session_state["own_msg_ok"] = (f"“{name}” was split into {len(added)} example"
+                                                  f"{'s' * (len(added) != 1)} of “{class_name}”: listen to them "
+                                                  "below and remove any that are not the sound.")
+                st.rerun()  # the message above the classes says what the split made
+    if why := refused.get(file_id):
+        st.error(why)
 
 
 def add_background() -> None:
