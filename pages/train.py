@@ -35,7 +35,7 @@ from pages._ui import (
 
 OWN = "own_classes"  # this session's recordings.OwnClasses
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
-REFUSED = "own_refused_files"  # upload/recording id → why it was not added, said while it is still listed
+REFUSED = "own_refused_files"  # (class id, upload batch) → why each of its refused files was not added
 _DOWNLOAD_LOCK = threading.Lock()  # one dataset download per server
 VISITOR = "train_visitor"  # this session's place-holder in the server's training queue
 FEW_SHOT = "fewshot_result"  # this session's last few-shot training: (FewShotResult, model name)
@@ -55,24 +55,42 @@ def add_class() -> None:
         st.session_state["own_msg"] = str(e)
 
 
-def add_example(class_name: str, file_id: str, name: str, data: bytes, session: bool = False) -> None:
-    """Keep one example, or the examples a recording session or long upload is split into. A file that is
-    refused is said to be, on every run for as long as its widget still holds it."""
-    seen, refused = st.session_state[SEEN], st.session_state[REFUSED]
-    if file_id not in seen:
-        seen.add(file_id)
-        try:
-            added = own_classes().add_file(class_name, name, data, session=session)
-        except ValueError as e:  # AudioError included
-            refused[file_id] = f"“{name}” was not added: {e}"
-        else:
-            if session or added[0].name != name:  # split into takes: say so (kept whole: nothing to say)
-                st.session_state["own_msg_ok"] = (f"“{name}” was split into {len(added)} example"
-                                                  f"{'s' * (len(added) != 1)} of “{class_name}”: listen to them "
-                                                  "below and remove any that are not the sound.")
-                st.rerun()  # the message above the classes says what the split made
-    if why := refused.get(file_id):
+def add_example(class_name: str, file_id: str, name: str, data: bytes, session: bool = False) -> str | None:
+    """Keep one example, or the examples a recording session or long upload is split into. Returns why the file
+    was not added, the first time it is seen (None when it was, or was seen before)."""
+    seen = st.session_state[SEEN]
+    if file_id in seen:
+        return None
+    seen.add(file_id)
+    try:
+        added = own_classes().add_file(class_name, name, data, session=session)
+    except ValueError as e:  # AudioError included
+        return f"“{name}” was not added: {e}"
+    if session or added[0].name != name:  # split into takes: say so (kept whole: nothing to say)
+        st.session_state["own_msg_ok"] = (f"“{name}” was split into {len(added)} example"
+                                          f"{'s' * (len(added) != 1)} of “{class_name}”: listen to them "
+                                          "below and remove any that are not the sound.")
+        st.rerun()  # the message above the classes says what the split made
+    return None
+
+
+def add_uploads(cls, name: str) -> None:
+    """The class's uploader. Its files are added (or refused, and said why) and then it is emptied: what was kept
+    is listed below it, and a file the uploader still listed would look added, or sit there unexplained."""
+    batch = st.session_state.setdefault(f"own_up_round_{cls.id}", 0)
+    ups = st.file_uploader(f"Add examples to “{name}”", accept_multiple_files=True, key=f"own_up_{cls.id}_{batch}",
+                           max_upload_size=SOUND_UPLOAD_MB, help=SOUND_UPLOAD_HELP)
+    refused = st.session_state[REFUSED]
+    for why in refused.get((cls.id, batch - 1), []):  # the last batch's refusals, until the next batch
         st.error(why)
+    if ups:
+        for f in ups:
+            if why := add_example(name, f"up:{f.file_id}", f.name, f.getvalue()):
+                refused.setdefault((cls.id, batch), []).append(why)
+            release_upload(f)  # decoded and kept as a wave: the file's bytes need not stay on the server
+        refused.pop((cls.id, batch - 1), None)
+        st.session_state[f"own_up_round_{cls.id}"] = batch + 1
+        st.rerun()
 
 
 def add_background() -> None:
@@ -101,21 +119,19 @@ def own_classes_editor() -> None:
     for name, cls in list(own.classes.items()):
         # The count is drawn after the widgets below have added this run's files, so it is never stale.
         with st.expander(f"Class “{name}”", expanded=True):
-            ups = st.file_uploader(f"Add examples to “{name}”", accept_multiple_files=True, key=f"own_up_{cls.id}",
-                                   max_upload_size=SOUND_UPLOAD_MB, help=SOUND_UPLOAD_HELP)
-            for f in ups or []:
-                add_example(name, f"up:{f.file_id}", f.name, f.getvalue())
-                release_upload(f)  # decoded and kept as a wave: the file's bytes need not stay on the server
+            add_uploads(cls, name)
             if name == recordings.BACKGROUND:
                 label = "Record 10 s of the room (talking, chairs, quiet: whatever is usual here)"
             else:
                 label = f"Record a session of “{name}”: 10–20 s of the sound again and again, short pauses between"
             sess = st.audio_input(label, sample_rate=SAMPLE_RATE, key=f"own_sess_{cls.id}")
-            if sess is not None:
-                add_example(name, f"sess:{sess.file_id}", "the session", sess.getvalue(), session=True)
+            if sess is not None and (why := add_example(name, f"sess:{sess.file_id}", "the session", sess.getvalue(),
+                                                         session=True)):
+                st.error(why)
             rec = st.audio_input(f"Record an example of “{name}”", sample_rate=SAMPLE_RATE, key=f"own_rec_{cls.id}")
-            if rec is not None:
-                add_example(name, f"rec:{rec.file_id}", f"recording {len(cls.examples) + 1}", rec.getvalue())
+            if rec is not None and (why := add_example(name, f"rec:{rec.file_id}", f"recording {len(cls.examples) + 1}",
+                                                        rec.getvalue())):
+                st.error(why)
             n = len(cls.examples)
             st.caption(f"{name}: {n} example{'s' if n != 1 else ''}")
             for example in list(cls.examples):

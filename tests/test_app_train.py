@@ -122,12 +122,15 @@ def test_own_classes_survive_reruns_and_page_changes(train_page):
     at.run()
     assert not at.exception and at.error and "junk.wav" in at.error[0].value
     assert counts(at) == ["low: 3 examples", "high: 3 examples"]
-    # Said for as long as the refused file is still listed in the uploader, and no longer once it is removed.
+    # The uploader is emptied (the kept examples are listed below it), and the refusal is said until the next upload.
+    refusal = ["“junk.wav” was not added: the file is not audio: it looks like a text file"]
+    assert not by_label(at.file_uploader, "Add examples to “low”").value
     at.run()
-    assert [e.value for e in at.error] == ["“junk.wav” was not added: the file is not audio: it looks like a text file"]
-    by_label(at.file_uploader, "Add examples to “low”").set_value(None)
+    assert [e.value for e in at.error] == refusal
+    by_label(at.file_uploader, "Add examples to “low”").set_value(("more.wav", wav(300), "audio/wav"))
     at.run()
     assert not at.exception and not at.error
+    assert counts(at) == ["low: 4 examples", "high: 3 examples"]
 
 
 @pytest.mark.slow  # a real (tiny) training plus four filter measurements: ~10 s alone, more on a busy CPU
