@@ -57,7 +57,8 @@ def add_class() -> None:
 
 def add_example(class_name: str, file_id: str, name: str, data: bytes, session: bool = False) -> str | None:
     """Keep one example, or the examples a recording session or long upload is split into. Returns why the file
-    was not added, the first time it is seen (None when it was, or was seen before)."""
+    was not added, the first time it is seen (None when it was, or was seen before). A split is announced above
+    the classes, drawn before this: the caller reruns to show it (`said`)."""
     seen = st.session_state[SEEN]
     if file_id in seen:
         return None
@@ -70,8 +71,15 @@ def add_example(class_name: str, file_id: str, name: str, data: bytes, session: 
         st.session_state["own_msg_ok"] = (f"“{name}” was split into {len(added)} example"
                                           f"{'s' * (len(added) != 1)} of “{class_name}”: listen to them "
                                           "below and remove any that are not the sound.")
-        st.rerun()  # the message above the classes says what the split made
     return None
+
+
+def said(why: str | None) -> None:
+    """After a recording: why it was refused, or a rerun to show what its split made (the message above)."""
+    if why:
+        st.error(why)
+    elif "own_msg_ok" in st.session_state:
+        st.rerun()
 
 
 def add_uploads(cls, name: str) -> None:
@@ -90,7 +98,7 @@ def add_uploads(cls, name: str) -> None:
             release_upload(f)  # decoded and kept as a wave: the file's bytes need not stay on the server
         refused.pop((cls.id, batch - 1), None)
         st.session_state[f"own_up_round_{cls.id}"] = batch + 1
-        st.rerun()
+        st.rerun()  # the emptied uploader, and any split's message above the classes
 
 
 def add_background() -> None:
@@ -125,13 +133,11 @@ def own_classes_editor() -> None:
             else:
                 label = f"Record a session of “{name}”: 10–20 s of the sound again and again, short pauses between"
             sess = st.audio_input(label, sample_rate=SAMPLE_RATE, key=f"own_sess_{cls.id}")
-            if sess is not None and (why := add_example(name, f"sess:{sess.file_id}", "the session", sess.getvalue(),
-                                                         session=True)):
-                st.error(why)
+            if sess is not None:
+                said(add_example(name, f"sess:{sess.file_id}", "the session", sess.getvalue(), session=True))
             rec = st.audio_input(f"Record an example of “{name}”", sample_rate=SAMPLE_RATE, key=f"own_rec_{cls.id}")
-            if rec is not None and (why := add_example(name, f"rec:{rec.file_id}", f"recording {len(cls.examples) + 1}",
-                                                        rec.getvalue())):
-                st.error(why)
+            if rec is not None:
+                said(add_example(name, f"rec:{rec.file_id}", f"recording {len(cls.examples) + 1}", rec.getvalue()))
             n = len(cls.examples)
             st.caption(f"{name}: {n} example{'s' if n != 1 else ''}")
             for example in list(cls.examples):

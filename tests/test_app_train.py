@@ -416,6 +416,25 @@ def test_a_folder_that_is_not_a_dataset_is_named_once_with_the_reason(train_page
         assert at.error[0].value.count("Could not read") == 1 and at.error[0].value.count(tmp_path.name) == 1
 
 
+def test_a_long_upload_is_split_and_the_page_says_so(train_page):
+    at = train_page
+    at.text_input(key="own_new_class").set_value("knock")
+    at.button(key="own_add_class").click().run()
+    sr = 16_000
+    knocks = np.zeros(12 * sr, np.float32)  # a knock every 1.5 s: a session of one sound
+    for k in range(8):
+        start = int((0.5 + 1.5 * k) * sr)
+        knocks[start : start + 2400] = 0.8 * np.random.default_rng(k).standard_normal(2400) * np.hanning(2400)
+    buf = io.BytesIO()
+    sf.write(buf, knocks, sr, format="WAV")
+    by_label(at.file_uploader, "Add examples to “knock”").set_value(("session.wav", buf.getvalue(), "audio/wav"))
+    at.run()
+    assert not at.exception and not at.error
+    said = [s.value for s in at.success]
+    assert len(said) == 1 and said[0].startswith("“session.wav” was split into 8 examples of “knock”"), said
+    assert counts(at) == ["knock: 8 examples"]
+
+
 def test_save_these_examples_is_built_in_the_page_once_per_change(train_page, monkeypatch):
     """The zip used to be a deferred callable, run on the server's download thread while a rerun changed the
     classes: "dictionary changed size during iteration", or no download at all."""
