@@ -146,6 +146,8 @@ def window_probabilities(model: EnvNet, x: torch.Tensor, starts: Sequence[int] |
     x[s : s + WINDOW] of a clip's samples. BATCH windows at a time, through the model's fused inference copy
     (BN folded, channels-last, overlapping windows computed once: the same probabilities, faster; envnet/fast.py)."""
     if starts is None:
+        if x.dim() != 2 or x.shape[1] != WINDOW:  # rows of another length would be cut across, not refused
+            raise ValueError(f"need an (n, {WINDOW}) batch of windows, got shape {tuple(x.shape)}")
         x, starts = x.reshape(-1), range(0, x.numel(), WINDOW)
     fast = inference_model(model)
     device = next(model.parameters()).device  # training's validation may run on a GPU

@@ -99,6 +99,8 @@ def test_overlapping_windows_share_their_first_layers_with_the_same_result():
     assert (window_probabilities(model, samples, starts) - window_probabilities(model, stacked)).abs().max() < TOL
     with pytest.raises(ValueError, match="do not fit"):
         fast.window_features(samples, [7 * WINDOW + 1])
+    with pytest.raises(ValueError, match="batch of windows"):
+        window_probabilities(model, samples[: 3 * 30_000].reshape(3, 30_000))
     assert fast.window_features(samples, []).shape == (0, 40, 150)
 
 
