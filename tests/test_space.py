@@ -235,6 +235,15 @@ def test_make_installs_into_the_active_virtualenv_or_into_dot_venv(tmp_path) -> 
     assert ".venv" not in active and "-m venv" not in active
 
 
+@pytest.mark.parametrize("doc", ["README.md", "benchmarks/README.md", "tests/README.md"])
+def test_readmes_have_no_unfilled_placeholders(doc: str) -> None:
+    """The set-up section once told people they needed "DISK_GB GB of disk" and "INSTALL_MIN minutes". Real
+    names (settings, environment variables) are written as code; a bare CAPS_NAME in the prose is a hole."""
+    prose = re.sub(r"```.*?```|`[^`]*`", "", read(doc), flags=re.S)
+    holes = re.findall(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b", prose)
+    assert not holes, f"placeholders left in {doc}: {holes}"
+
+
 def test_readme_says_how_to_deploy_the_space() -> None:
     text = read("README.md").lower()
     assert "hugging face space" in text and "docker" in text
