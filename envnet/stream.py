@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from envnet.audio import resample_rate, resampler
+from envnet.audio import SILENCE_THRESHOLD, resample_rate, resampler
 from envnet.model import N_BANDS, N_FRAMES, POOL, SAMPLE_RATE, WINDOW, EnvNet
 from envnet.predict import Prediction, predict_spectrogram
 from envnet.spectra import MEL_PAD, N_FFT, learned_spectrogram, mel_frames
@@ -178,6 +178,9 @@ class LiveView:
     learned: np.ndarray  # (40, n) the newest columns, oldest first; n ≤ history
     mel: np.ndarray  # (n_mels, n), the same frames
     first_frame: int  # stream column index of learned[:, 0]; its centre is at (160 first_frame + 87) / 16000 s
+    # (n,) True where a column's 174 samples are all digital silence (audio.SILENCE_THRESHOLD): its learned values
+    # are only the layers' biases, which a map scaled to its own loudest cell would draw bright
+    silent: np.ndarray
     prediction: Prediction | None  # the last 1.5 s window; None until 1.5 s have arrived
     seconds: float  # audio received so far, at 16 kHz
     level_db: float  # loudness of the newest 0.1 s, dBFS (RMS)
@@ -297,9 +300,19 @@ class LiveStream:
             rms = float(np.sqrt(np.mean(recent.astype(np.float64) ** 2))) if recent.size else 0.0
             return LiveView(
                 learned=self.learned.last(n), mel=self.mel.last(n), first_frame=frames - n,
+                silent=self._silent_columns(frames - n, frames),
                 prediction=self._prediction, seconds=self.wave.total / SAMPLE_RATE,
                 level_db=20 * np.log10(max(rms, 1e-10)), arrived=self._arrived, dropped_seconds=dropped,
             )
+
+    def _silent_columns(self, g0: int, g1: int) -> np.ndarray:
+        """For columns g0 ≤ g < g1: whether every sample they convolve (160 g … 160 g + 173) is below the
+        threshold that makes a whole clip "silence"."""
+        if g1 <= g0:
+            return np.zeros(0, dtype=bool)
+        x = np.abs(self.wave.last(self.wave.total - POOL * g0)[: POOL * (g1 - g0) + CONTEXT])
+        peaks = np.lib.stride_tricks.sliding_window_view(x, POOL + CONTEXT)[::POOL].max(1)
+        return peaks < SILENCE_THRESHOLD
 
     def capture(self, length: int = WINDOW) -> torch.Tensor:
         """The newest `length` samples at 16 kHz (fewer if fewer have arrived): what Capture sends to Classify."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import numpy as np
 import streamlit as st
 
 from envnet import plots
@@ -177,7 +178,9 @@ def show() -> None:
     # Images and plain HTML, not plotly charts: the browser redraws them in a few milliseconds, where three
     # plotly charts took longer than the time between two updates (benchmarks/README.md). One element for
     # both maps, so they always show the same moment.
-    st.html(plots.live_maps_html(view.learned, view.mel, first_frame=view.first_frame, order=order,
+    # Silent columns drawn as zeros, as Classify draws a silent window: the biases alone are not a sound.
+    learned = np.where(view.silent, 0.0, view.learned)
+    st.html(plots.live_maps_html(learned, view.mel, first_frame=view.first_frame, order=order,
                                  centres=filters.centres, arrived=view.arrived, drawn=time.time()))
     left, right = st.columns([3, 2])
     with left:

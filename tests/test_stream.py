@@ -186,6 +186,25 @@ def test_history_is_bounded_and_scrolls(model) -> None:
     assert live.wave._buf.size == 200 * POOL + WINDOW  # fixed memory, whatever the stream's length
 
 
+def test_columns_that_heard_only_silence_are_flagged_for_the_page(model) -> None:
+    # A microphone gone quiet: the learned columns there are the layers' biases alone, which the page's map,
+    # scaled to its loudest cell, drew bright. The view flags them (the page draws them as zeros, as Classify
+    # draws a silent window); the columns themselves still equal the batch path's.
+    x = np.concatenate([sound(1.0, SAMPLE_RATE), np.zeros(2 * SAMPLE_RATE, np.float32), sound(1.0, SAMPLE_RATE, seed=2)])
+    live = LiveStream(model, TINY_CLASSES)
+    for c in chunks(x, lo=500, hi=3000):
+        live.push(c, SAMPLE_RATE)
+        view = live.update()
+    n = view.learned.shape[1]
+    expect = [np.abs(x[POOL * g: POOL * g + POOL + 14]).max() < 1e-4 for g in range(view.first_frame, view.first_frame + n)]
+    np.testing.assert_array_equal(view.silent, expect)
+    assert 180 < view.silent.sum() < 200  # the 2 s gap is 200 columns, less the two edges' context
+    assert not view.silent[:90].any() and not view.silent[-90:].any()
+    s = POOL * view.first_frame
+    batch = learned_spectrogram(model, torch.from_numpy(x[s: s + POOL * n + 14])).numpy()
+    np.testing.assert_allclose(view.learned, batch, atol=TOL, rtol=TOL)
+
+
 def test_switching_model_recomputes_the_learned_history(model) -> None:
     other = tiny_model(seed=5)
     live = LiveStream(model, TINY_CLASSES, history_seconds=2.0)
