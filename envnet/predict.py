@@ -207,17 +207,19 @@ def _mostly_quiet(stretch: torch.Tensor, quiet: float, frame: int = SAMPLE_RATE 
     return float(peaks.quantile(0.9)) < quiet
 
 
-def predict_spectrogram(model: EnvNet, spec: torch.Tensor, classes: list[str], *, start: int = 0) -> Prediction:
+def predict_spectrogram(model: EnvNet, spec: torch.Tensor, classes: list[str], *, start: int = 0,
+                        silent: bool = False) -> Prediction:
     """One learned 40 × 150 spectrogram → the Prediction that predict() gives for the window it came from.
 
     Only the classifier half runs: a live stream computes the front end column by column (envnet/stream.py)
-    and must not pay for it again four times a second."""
+    and must not pay for it again four times a second. `silent`: the window's audio is digital silence
+    (audio.is_silent). The map cannot tell: a trained model's map of silence is its biases, not zeros."""
     n = model.config.n_classes
     if len(classes) != n:
         raise ValueError(f"{len(classes)} class names for a model with {n} outputs")
     fast = inference_model(model)
     with inference(model):
         wp = class_probabilities(fast.classify(spec.float().reshape(1, *spec.shape[-2:])), n)
-    verdict = judge(wp[0], classes, getattr(model, "calibration", None), silent=float(spec.max()) == 0.0)
+    verdict = judge(wp[0], classes, getattr(model, "calibration", None), silent=silent)
     return Prediction(list(classes), wp[0], wp, [start], verdict, torch.zeros(0), 0, (0, WINDOW),
                       WINDOW, [verdict])

@@ -293,7 +293,9 @@ class LiveStream:
             frames = self._spec.frames
             if frames >= N_FRAMES and frames != self._predicted_at:
                 spec = torch.from_numpy(self.learned.last(N_FRAMES))
-                self._prediction = predict_spectrogram(self.model, spec, self.classes, start=POOL * (frames - N_FRAMES))
+                self._prediction = predict_spectrogram(
+                    self.model, spec, self.classes, start=POOL * (frames - N_FRAMES),
+                    silent=bool(self._silent_columns(frames - N_FRAMES, frames).all()))  # their samples: the window
                 self._predicted_at = frames
             n = min(len(self.learned), len(self.mel))
             recent = self.wave.last(SAMPLE_RATE // 10)

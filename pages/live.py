@@ -186,8 +186,9 @@ def show() -> None:
     with left:
         if view.prediction is not None:
             k = int(st.session_state.get("live_topk", min(5, len(ck.classes))))
-            st.html(plots.top_classes_html(view.prediction.top(k), verdict_text(view.prediction),
-                                           view.prediction.none_of_these if ck.model.config.other else None))
+            heard = view.prediction.verdict.kind != "silence"  # silence ranks no classes, as on Classify
+            st.html(plots.top_classes_html(view.prediction.top(k) if heard else [], verdict_text(view.prediction),
+                                           view.prediction.none_of_these if heard and ck.model.config.other else None))
         elif now_playing and view.seconds:
             st.info(f"Listening… the first answer comes after {WINDOW / SAMPLE_RATE:.1f} s of sound.")
     with right:

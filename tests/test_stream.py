@@ -205,6 +205,22 @@ def test_columns_that_heard_only_silence_are_flagged_for_the_page(model) -> None
     np.testing.assert_allclose(view.learned, batch, atol=TOL, rtol=TOL)
 
 
+def test_a_silent_microphone_is_heard_as_silence_not_as_a_class() -> None:
+    # The shipped model maps digital silence to its biases (0.24-0.76 everywhere), not to zeros, and Live
+    # called a muted microphone "sneezing (58%)". The verdict now comes from the window's samples.
+    model = tiny_model(seed=2)
+    with torch.no_grad():
+        model.conv2[1].bias.fill_(0.5)
+    model.eval()
+    live = LiveStream(model, TINY_CLASSES)
+    live.push(np.zeros(2 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    view = live.update()
+    assert view.learned[:, -N_FRAMES:].min() > 0.4  # the biases: nothing in the map says "silence"
+    assert view.prediction.verdict.kind == "silence"
+    live.push(sound(0.2, SAMPLE_RATE), SAMPLE_RATE)  # a sound within the last 1.5 s: classified again
+    assert live.update().prediction.verdict.kind in ("class", "unsure")
+
+
 def test_switching_model_recomputes_the_learned_history(model) -> None:
     other = tiny_model(seed=5)
     live = LiveStream(model, TINY_CLASSES, history_seconds=2.0)
