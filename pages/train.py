@@ -35,7 +35,7 @@ from pages._ui import (
 
 OWN = "own_classes"  # this session's recordings.OwnClasses
 SEEN = "own_seen_files"  # upload/recording ids already added, so a rerun never adds one twice
-REFUSED = "own_refused_files"  # (class id, upload batch) → why each of its refused files was not added
+REFUSED = "own_refused_files"  # (class id, upload batch) → its refused files' whys; a recorder's key → (recording, why)
 _DOWNLOAD_LOCK = threading.Lock()  # one dataset download per server
 VISITOR = "train_visitor"  # this session's place-holder in the server's training queue
 FEW_SHOT = "fewshot_result"  # this session's last few-shot training: (FewShotResult, model name)
@@ -58,7 +58,7 @@ def add_class() -> None:
 def add_example(class_name: str, file_id: str, name: str, data: bytes, session: bool = False) -> str | None:
     """Keep one example, or the examples a recording session or long upload is split into. Returns why the file
     was not added, the first time it is seen (None when it was, or was seen before). A split is announced above
-    the classes, drawn before this: the caller reruns to show it (`said`)."""
+    the classes, drawn before this: the caller reruns to show it."""
     seen = st.session_state[SEEN]
     if file_id in seen:
         return None
@@ -74,12 +74,20 @@ def add_example(class_name: str, file_id: str, name: str, data: bytes, session: 
     return None
 
 
-def said(why: str | None) -> None:
-    """After a recording: why it was refused, or a rerun to show what its split made (the message above)."""
-    if why:
+def record(name: str, key: str, label: str, example: str, session: bool = False) -> None:
+    """A microphone recorder for class `name`. A refused recording is said why for as long as the recorder still
+    holds it (said once, it then sat there unexplained); a split reruns to show its message above the classes."""
+    rec = st.audio_input(label, sample_rate=SAMPLE_RATE, key=key)
+    if rec is None:
+        return
+    file_id, refused = f"{key}:{rec.file_id}", st.session_state[REFUSED]
+    if file_id not in st.session_state[SEEN]:
+        refused[key] = file_id, add_example(name, file_id, example, rec.getvalue(), session=session)
+        if "own_msg_ok" in st.session_state:
+            st.rerun()
+    held, why = refused.get(key, (None, None))
+    if why and held == file_id:
         st.error(why)
-    elif "own_msg_ok" in st.session_state:
-        st.rerun()
 
 
 def add_uploads(cls, name: str) -> None:
@@ -132,12 +140,8 @@ def own_classes_editor() -> None:
                 label = "Record 10 s of the room (talking, chairs, quiet: whatever is usual here)"
             else:
                 label = f"Record a session of “{name}”: 10–20 s of the sound again and again, short pauses between"
-            sess = st.audio_input(label, sample_rate=SAMPLE_RATE, key=f"own_sess_{cls.id}")
-            if sess is not None:
-                said(add_example(name, f"sess:{sess.file_id}", "the session", sess.getvalue(), session=True))
-            rec = st.audio_input(f"Record an example of “{name}”", sample_rate=SAMPLE_RATE, key=f"own_rec_{cls.id}")
-            if rec is not None:
-                said(add_example(name, f"rec:{rec.file_id}", f"recording {len(cls.examples) + 1}", rec.getvalue()))
+            record(name, f"own_sess_{cls.id}", label, "the session", session=True)
+            record(name, f"own_rec_{cls.id}", f"Record an example of “{name}”", f"recording {len(cls.examples) + 1}")
             n = len(cls.examples)
             st.caption(f"{name}: {n} example{'s' if n != 1 else ''}")
             for example in list(cls.examples):

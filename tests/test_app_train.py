@@ -131,6 +131,16 @@ def test_own_classes_survive_reruns_and_page_changes(train_page):
     at.run()
     assert not at.exception and not at.error
     assert counts(at) == ["low: 4 examples", "high: 3 examples"]
+    # A silent recording is refused, and said why for as long as the recorder holds it (it was said once).
+    mic = by_label(at.audio_input, "Record an example of “high”")
+    mic.set_value(("rec.wav", wav(1000, amplitude=0.0), "audio/wav")).run()
+    refused = [e.value for e in at.error]
+    assert len(refused) == 1 and refused[0].startswith("“recording 4” was not added:") and "silent" in refused[0]
+    at.button(key="own_add_class").click().run()  # any other rerun
+    assert [e.value for e in at.error] == refused
+    by_label(at.audio_input, "Record an example of “high”").set_value(("rec.wav", wav(3600), "audio/wav")).run()
+    assert not at.exception and not at.error
+    assert counts(at) == ["low: 4 examples", "high: 4 examples"]
 
 
 @pytest.mark.slow  # a real (tiny) training plus four filter measurements: ~10 s alone, more on a busy CPU
