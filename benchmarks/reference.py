@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +152,31 @@ def train(data_root: str, epochs: int = 3, fc_width: int = 1024, batch: int = 64
     return losses
 
 
-if __name__ == "__main__":  # python benchmarks/reference.py train DATA [EPOCHS]: the whole-process baseline
+def step_seconds(repeats: int, fc_width: int = 1024, batch: int = 64, warmup: int = 1) -> list[float]:
+    """Seconds per training step of the plain loop above on one batch of random 1.5 s crops of 5 s clips (the
+    same shapes as ESC-10's), each step timed alone after `warmup` untimed ones."""
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 * torch.randn(batch, 1, 1, WINDOW, generator=g)
+    labels = torch.randint(0, 10, (batch,), generator=g)
+    model = ReferenceEnvNet(10, fc_width)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    model.train()
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(x), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+if __name__ == "__main__":
+    # python benchmarks/reference.py train DATA [EPOCHS]: the whole-process baseline
+    # python benchmarks/reference.py step REPEATS: training steps, in a process of its own (PyTorch's defaults)
     if len(sys.argv) >= 3 and sys.argv[1] == "train":
         print(train(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 3))
+    elif len(sys.argv) >= 3 and sys.argv[1] == "step":
+        print(json.dumps(step_seconds(int(sys.argv[2]))))
