@@ -119,6 +119,9 @@ if not allowed and not playing:
     st.stop()
 
 
+RAW_MICROPHONE = {"echoCancellation": False, "noiseSuppression": False, "autoGainControl": False}
+
+
 def on_frame(frame) -> None:
     """Runs on the WebRTC thread for every 20 ms of audio: queue it, nothing more."""
     live.push_frame(frame.to_ndarray(), frame.sample_rate, len(frame.layout.channels), frame.format.is_planar)
@@ -128,7 +131,10 @@ ctx = webrtc_streamer(
     key=KEY,
     mode=WebRtcMode.SENDONLY,
     rtc_configuration=rtc,
-    media_stream_constraints={"audio": True, "video": False},
+    # The sound as the microphone hears it, as Classify's recorder takes it: the browser's call-audio processing
+    # (noise suppression, gain control, echo cancellation) took rain, a steady noise, 20 dB down and away from
+    # "rain", and would treat any steady sound a class wants to show as noise.
+    media_stream_constraints={"audio": RAW_MICROPHONE, "video": False},
     sink_audio_track=create_audio_sink_track(on_frame, key=f"{KEY}_sink"),
     desired_playing_state=False if (playing and (not allowed or st.session_state.get(FROZEN))) else None,
     translations={"start": "Start", "stop": "Stop", "select_device": "Microphone"},
