@@ -350,7 +350,9 @@ def pad_to_window(wave: torch.Tensor, length: int = WINDOW) -> torch.Tensor:
 
 def window_starts(n: int, length: int = WINDOW, *, n_crops: int | None = 10, hop: int | None = None) -> list[int]:
     """Start offsets of windows over n samples: n_crops evenly spaced (the papers' test crops),
-    or every `hop` samples (a timeline); the last window always ends at the clip's end."""
+    or every `hop` samples (a timeline); the first window starts at the clip's start and the last ends at its
+    end. A timeline's last window replaces the one before it when they would start under a quarter hop apart:
+    a 5 s clip had windows at 3.5 s and 3.50025 s, the same window twice on the slider and the timeline."""
     if hop is not None and hop < 1:
         raise ValueError(f"hop must be at least 1 sample, not {hop}")
     if n <= length:
@@ -358,7 +360,9 @@ def window_starts(n: int, length: int = WINDOW, *, n_crops: int | None = 10, hop
     last = n - length
     if hop is not None:
         starts = list(range(0, last + 1, hop))
-        if starts[-1] != last:
+        if len(starts) > 1 and last - starts[-1] < hop / 4:
+            starts[-1] = last
+        elif starts[-1] != last:
             starts.append(last)
         return starts
     count = max(1, n_crops or 10)

@@ -307,9 +307,14 @@ def test_sliding_windows_cover_the_end_of_the_clip() -> None:
     starts = window_starts(n, hop=hop)
     assert starts[:3] == [0, hop, 2 * hop]
     assert starts[-1] == n - WINDOW  # the last window ends exactly at the clip's end
-    assert all(0 < b - a <= hop for a, b in zip(starts, starts[1:], strict=False))
+    assert starts == [0, hop, 2 * hop, n - WINDOW]  # 3 * hop was 109 samples from the last: replaced by it
+    assert all(0 < b - a <= hop * 5 / 4 for a, b in zip(starts, starts[1:], strict=False))
     batch, _ = windows(torch.randn(n), hop=hop)
     assert batch.shape == (len(starts), WINDOW)
+    # A clip whose end falls just past the grid: its last window replaces the grid's last, never twice the same.
+    near = window_starts(WINDOW + 7 * hop + 4, hop=hop)
+    assert near == [0, hop, 2 * hop, 3 * hop, 4 * hop, 5 * hop, 6 * hop, 7 * hop + 4]
+    assert window_starts(WINDOW + 4, hop=hop) == [0, 4]  # the clip's start and its end are both covered
 
 
 def test_bad_hop_is_refused() -> None:
