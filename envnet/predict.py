@@ -192,7 +192,8 @@ def predict(
                       judge(probs, classes, calibration, clip_peak < SILENCE_THRESHOLD), samples, shift, kept,
                       wave.numel())
     # A window is silence when the stretch it speaks for is: 90 % of its 10 ms frames below the threshold that
-    # trims a clip's ends (so a bark of 0.1 s counts, a window's edge touching the next sound does not).
+    # trims a clip's ends, and any louder ones at its edges (so a bark of 0.1 s counts, clicks in the middle
+    # count, and a stretch's edge touching the next sound does not).
     quiet = max(SILENCE_THRESHOLD, TRIM * clip_peak)
     edges = [round(e) for e in pred.regions()]
     pred.window_verdicts = [judge(p, classes, calibration, _mostly_quiet(wave[a:b], quiet))
@@ -200,11 +201,11 @@ def predict(
     return pred
 
 
-def _mostly_quiet(stretch: torch.Tensor, quiet: float, frame: int = SAMPLE_RATE // 100) -> bool:
+def _mostly_quiet(stretch: torch.Tensor, quiet: float, frame: int = SAMPLE_RATE // 100, edge: int = 5) -> bool:
     if stretch.numel() < frame:
         return stretch.numel() == 0 or float(stretch.abs().max()) < quiet
-    peaks = stretch[: stretch.numel() // frame * frame].abs().view(-1, frame).amax(1)
-    return float(peaks.quantile(0.9)) < quiet
+    loud = stretch[: stretch.numel() // frame * frame].abs().view(-1, frame).amax(1) >= quiet
+    return float(loud.float().mean()) <= 0.1 and not bool(loud[edge:-edge].any())
 
 
 def predict_spectrogram(model: EnvNet, spec: torch.Tensor, classes: list[str], *, start: int = 0,

@@ -30,6 +30,23 @@ def test_clip_probabilities_are_the_mean_of_window_softmaxes(model) -> None:
     torch.testing.assert_close(pred.window_probs[3], torch.softmax(logits, -1)[0])
 
 
+def test_sparse_clicks_are_a_sound_in_every_window_not_silence(model) -> None:
+    # 1 ms clicks every 0.25 s: under 10 % of a window's 10 ms frames are loud, and the timeline called every
+    # window silent while the clip's verdict named a class. Only loud frames at a stretch's edge (the next
+    # sound's) leave it silent.
+    clicks = torch.zeros(3 * SAMPLE_RATE)
+    for t in range(0, clicks.numel(), SAMPLE_RATE // 4):
+        clicks[t + 50: t + 66] = 0.9
+    pred = predict(model, clicks, TINY_CLASSES, hop=SAMPLE_RATE // 2)
+    assert pred.verdict.kind != "silence"
+    assert [v.kind for v in pred.window_verdicts] == [pred.verdict.kind] * len(pred.starts)
+    # Three seconds of silence between two sounds: the windows in the middle stay silence.
+    tone = torch.from_numpy(sine(500, 1.0))
+    gap = torch.cat([tone, torch.zeros(3 * SAMPLE_RATE), tone])
+    kinds = [v.kind for v in predict(model, gap, TINY_CLASSES, hop=SAMPLE_RATE // 2).window_verdicts]
+    assert "silence" in kinds and kinds[0] != "silence" and kinds[-1] != "silence"
+
+
 def test_top_k_is_sorted_and_clamped(model) -> None:
     pred = Prediction(["a", "b", "c"], torch.tensor([0.2, 0.5, 0.3]), torch.tensor([[0.2, 0.5, 0.3]]), [0])
     assert pred.top(2) == [("b", 0.5), ("c", pytest.approx(0.3))]
