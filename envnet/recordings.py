@@ -107,11 +107,15 @@ class OwnClasses:
         self.classes.setdefault(class_name, OwnClass()).examples.append(example)
         return example
 
-    def add_session(self, class_name: str, wave: torch.Tensor, background: bool = False) -> list[Example]:
+    def add_session(self, class_name: str, wave: torch.Tensor, background: bool = False,
+                    steady: bool = False) -> list[Example]:
         """A recording of one sound made again and again, split at its events (envnet.segment) into
-        examples "take 1", "take 2", …; a background recording is cut into window-sized pieces instead.
-        Raises ValueError when no example could be found or kept."""
+        examples "take 1", "take 2", …; a background recording is cut into window-sized pieces instead, and
+        so is a `steady` one (a file of rain or a fan: no events to find). Raises ValueError when no example
+        could be found or kept."""
         segs = segment.split_background(wave) if background else segment.split_examples(wave)
+        if not segs and steady:
+            segs = segment.split_background(wave)
         if not segs:
             raise ValueError("no separate sounds were found in it: make the sound several times with a "
                              "short pause between, louder than the room.")
@@ -131,10 +135,12 @@ class OwnClasses:
 
     def add_file(self, class_name: str, name: str, data: bytes, session: bool = False) -> list[Example]:
         """Decode and keep a sound file: one example, or, for a recording session or a file longer than
-        LONG_UPLOAD, one per sound in it (add_session). ValueError (AudioError included) when nothing is kept."""
+        LONG_UPLOAD, one per sound in it (add_session); a long file of one steady sound, in window-sized pieces
+        (it was refused as "no separate sounds"). ValueError (AudioError included) when nothing is kept."""
         wave = load_audio(data, trim=not session)  # a session's pauses are where it is split: keep them
         if session or wave.numel() > LONG_UPLOAD * SAMPLE_RATE:
-            return self.add_session(class_name, wave, background=class_name == BACKGROUND)
+            # A session is asked for as a sound made again and again: without events it is the room, refused.
+            return self.add_session(class_name, wave, background=class_name == BACKGROUND, steady=not session)
         return [self.add(class_name, name, wave)]
 
     def to_zip(self) -> bytes:

@@ -178,3 +178,11 @@ def test_an_uploaded_file_is_one_example_and_a_long_one_or_a_session_is_split_at
     assert [e.name for e in added] == [f"take {k + 1}" for k in range(7)]
     assert len(own.add_file("knock", "short.wav", wav_bytes(knocks[: 3 * SR]), session=True)) == 3
     assert [e.name for e in own.classes["knock"].examples][-3:] == ["take 8", "take 9", "take 10"]
+
+    # A long file of one steady sound (rain, a fan) has no events: it was refused as "no separate sounds". It is
+    # cut into window-sized pieces; a session of the room (asked for as a sound made again and again) still is not.
+    rain = 0.2 * rng.standard_normal(6 * SR)
+    added = own.add_file("rain", "rain.wav", wav_bytes(rain))
+    assert len(added) == 4 and all(1.0 <= e.seconds <= 1.51 for e in added)
+    with pytest.raises(ValueError, match="no separate sounds"):
+        own.add_file("rain", "room.wav", wav_bytes(rain), session=True)
