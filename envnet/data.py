@@ -83,6 +83,8 @@ def read_esc50(root: str | Path, subset: str = "esc50") -> Dataset:
         rows = list(csv.DictReader(f))
     if subset == "esc10":
         rows = [r for r in rows if r.get("esc10", "").strip().lower() == "true"]
+        if not rows:
+            raise ValueError(f"{meta} lists no ESC-10 clips: choose the ESC-50 subset for this folder")
     elif subset != "esc50":
         raise ValueError(f"unknown subset {subset!r}; use esc50 or esc10")
     targets = sorted({int(r["target"]) for r in rows})

@@ -335,10 +335,13 @@ def split_by_fold(root: str, subset: str | None) -> tuple[Dataset | None, Datase
         return None, None
     st.caption(f"{len(ds)} clips, {len(ds.classes)} classes, folds {ds.folds}.")
     options = ["none", *ds.folds]
-    val = st.selectbox("Validation", options, index=len(options) - 1, key="train_val_fold",
-                       format_func=lambda f: "none" if f == "none" else f"fold {f}")
+    val = st.selectbox("Validation", options, index=len(options) - 1 if len(ds.folds) > 1 else 0,
+                       key="train_val_fold", format_func=lambda f: "none" if f == "none" else f"fold {f}")
     if val == "none":
         return ds, None
+    if len(ds.folds) == 1:  # it once started, and failed with "no usable training clips"
+        st.error(f"Every clip is in fold {val}: validating on it would leave nothing to train on. Choose “none”.")
+        return None, None
     return ds.select(exclude=[val]), ds.select(folds=[val])
 
 

@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from envnet import recordings
 from envnet.audio import load_audio
+from envnet.data import read_esc50
 from envnet.jobs import SLOT, RunState
 from envnet.spectra import FrequencyResponse, centres_and_order
 
@@ -415,6 +416,31 @@ def test_choosing_a_folder_of_classes_shows_no_python_object(train_page, tmp_pat
     assert not at.exception and not at.error
     assert any("4 clips, 2 classes" in c.value for c in at.caption)  # the folder was read
     assert not at.main.get("help") and not at.main.json  # and nothing of the object was written (st.help)
+
+
+def test_a_dataset_of_one_fold_is_not_split_into_nothing_to_train_on(train_page, tmp_path):
+    """ESC-50's layout with every clip in fold 1 (as esc50-more): the only fold was held out by default, the
+    page said "Training on 0 clips" and Start failed with "no usable training clips"."""
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "meta").mkdir()
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for i, (target, name, freq) in enumerate([(3, "cow", 200), (3, "cow", 220), (5, "cat", 3000), (5, "cat", 3300)]):
+        (tmp_path / "audio" / f"1-{i}-A-{target}.wav").write_bytes(wav(freq))
+        rows.append(f"1-{i}-A-{target}.wav,1,{target},{name},False,{i},A")
+    (tmp_path / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    at = train_page
+    at.radio(key="train_source").set_value("A folder on the server").run()
+    at.text_input(key="train_folder").set_value(str(tmp_path)).run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="train_val_fold").value == "none"
+    assert any(c.value.startswith("Training on 4 clips of 2 classes") for c in at.caption)
+    assert not at.button(key="train_start").disabled
+    at.selectbox(key="train_val_fold").set_value(1).run()
+    assert [e.value for e in at.error] == [
+        "Every clip is in fold 1: validating on it would leave nothing to train on. Choose “none”."]
+    assert at.button(key="train_start").disabled
+    with pytest.raises(ValueError, match="lists no ESC-10 clips: choose the ESC-50 subset"):
+        read_esc50(tmp_path, "esc10")
 
 
 def test_a_folder_that_is_not_a_dataset_is_named_once_with_the_reason(train_page, tmp_path):
