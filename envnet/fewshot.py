@@ -214,14 +214,16 @@ def build_few_shot_model(trunk: EnvNet, weight: torch.Tensor, bias: torch.Tensor
 # ---- the recipe ---------------------------------------------------------------------------------
 
 
-def calibrate(emb: Embedder, weight: torch.Tensor, bias: torch.Tensor, known: list[float]) -> verdict.Calibration:
+def calibrate(emb: Embedder, weight: torch.Tensor, bias: torch.Tensor, known: list[float]) -> verdict.Calibration | None:
     """The verdict's threshold from held-out examples' top probabilities (verdict.KEEP of them stay
-    confident), and how many generated tones, noises and clicks it flags. Without held-out examples
-    nothing can be called unsure honestly, so the threshold is 0."""
+    confident), and how many generated tones, noises and clicks it flags. Without held-out examples there is
+    no honest threshold: no rule (a rule of 0 % read "not sure when no class reaches 0%" and never fired)."""
+    if not known:
+        return None
     unknown = torch.tensor([float(head_probabilities(emb.example(w, ("unknown-sound", i))[0], weight, bias).max())
                             for i, w in enumerate(_unknown_sounds())])
     k = torch.tensor(known)
-    t = verdict.choose_threshold(k) if len(k) else 0.0
+    t = verdict.choose_threshold(k)
     how = {"known": "held-out examples (fits without them)", "unknown": "generated tones, noise, clicks, chords, sweeps"}
     return verdict.Calibration("max-probability", t, verdict.figures(k, unknown, t) | how)
 

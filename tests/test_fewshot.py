@@ -114,6 +114,17 @@ def test_holdout_plan_folds_or_leave_one_out():
     assert holdout_plan([1, 1]) == []
 
 
+def test_one_example_per_class_gives_no_not_sure_rule(embedder, tmp_path):
+    # Nothing can be held out, so there is no threshold to measure: no rule, where one of 0 % read "“Not sure”
+    # when no class reaches 0%" on the model card and could never say it.
+    rng = np.random.default_rng(3)
+    result = train_few_shot({k: [made_sound(k, rng)] for k in KINDS[:2]}, embedder=embedder)
+    assert result.n_held_out == 0 and result.model.calibration is None
+    assert result.card("one")["verdict"] is None
+    checkpoint.save(tmp_path / "one", result.model, result.card("one"))
+    assert checkpoint.load(tmp_path / "one").model.calibration is None
+
+
 def test_two_classes_needed():
     with pytest.raises(ValueError, match="at least two classes"):
         train_few_shot({"only": [torch.randn(SR)], "empty": []})
