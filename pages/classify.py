@@ -100,7 +100,9 @@ def first_screen(ck) -> None:
                    "or “Download ESC-50 (includes ESC-10)” on the Train page.")
         return
     heard = [c for c, (_, trained) in picks.items() if trained]
-    st.caption("Real recordings to try, one per class, from folds this model did not train on."
+    st.caption("Real recordings to try, one per class, from the datasets on this server (this model's card does "
+               "not say what it trained on, so it may have heard them)." if not train_folds(ck) else
+               "Real recordings to try, one per class, from folds this model did not train on."
                if not heard else
                "Real recordings to try, one per class. " + (
                    "This model trained on all of them (this server has no held-out fold), so it will do better on "

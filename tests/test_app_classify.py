@@ -120,6 +120,14 @@ def test_first_screen_lists_the_classes_and_offers_real_recordings(at):
     assert pills, "no real recordings offered"
     # The shipped model trained on every fold this server has: the page says so.
     assert any("trained on all of them" in c.value for c in at.caption)
+    # A model whose card does not say what it trained on (uploaded, few-shot): never "folds it did not train on".
+    from apptools import open_page
+    from test_app_pages import add_model, tiny_model_files
+
+    at = add_model(open_page("pages/classify.py"), *tiny_model_files(("dog", "rooster")))
+    said = [c.value for c in at.caption if c.value.startswith("Real recordings to try")]
+    assert said == ["Real recordings to try, one per class, from the datasets on this server (this model's card "
+                    "does not say what it trained on, so it may have heard them)."]
 
 
 def test_window_slider_moves_the_spectrograms(at):
