@@ -57,8 +57,8 @@ def add_class() -> None:
 
 def add_example(class_name: str, file_id: str, name: str, data: bytes, session: bool = False) -> str | None:
     """Keep one example, or the examples a recording session or long upload is split into. Returns why the file
-    was not added, the first time it is seen (None when it was, or was seen before). A split is announced above
-    the classes, drawn before this: the caller reruns to show it."""
+    was not added, the first time it is seen (None when it was, or was seen before). A split's message is left in
+    "own_msg_ok": the uploader shows it above the classes after its rerun, a recorder right under itself."""
     seen = st.session_state[SEEN]
     if file_id in seen:
         return None
@@ -76,15 +76,15 @@ def add_example(class_name: str, file_id: str, name: str, data: bytes, session: 
 
 def record(name: str, key: str, label: str, example: str, session: bool = False) -> None:
     """A microphone recorder for class `name`. A refused recording is said why for as long as the recorder still
-    holds it (said once, it then sat there unexplained); a split reruns to show its message above the classes."""
+    holds it (said once, it then sat there unexplained); what a split made is said under it."""
     rec = st.audio_input(label, sample_rate=SAMPLE_RATE, key=key)
     if rec is None:
         return
     file_id, refused = f"{key}:{rec.file_id}", st.session_state[REFUSED]
     if file_id not in st.session_state[SEEN]:
         refused[key] = file_id, add_example(name, file_id, example, rec.getvalue(), session=session)
-        if "own_msg_ok" in st.session_state:
-            st.rerun()
+        if split := st.session_state.pop("own_msg_ok", None):
+            st.success(split)  # here, not above the classes after a rerun: a rerun broke every recorder's playback
     held, why = refused.get(key, (None, None))
     if why and held == file_id:
         st.error(why)
