@@ -229,12 +229,17 @@ def name_problem(name: object, what: str = "name") -> str | None:
     if not name.strip():
         return f"a {what} is empty"
     if len(name) > MAX_NAME_CHARS:
-        return f"the {what} {name[:20]!r}… is {len(name)} characters long; at most {MAX_NAME_CHARS} are allowed"
+        return f"the {what} {_quoted(name[:20])}… is {len(name)} characters long; at most {MAX_NAME_CHARS} are allowed"
     bad = sorted({c for c in name if not _NAME_OK.match(c)})
     if bad:
-        shown = " ".join(repr(c) for c in bad[:8])
-        return f"the {what} {name[:40]!r} has characters that are not allowed ({shown}); use {NAME_RULE}"
+        shown = " ".join(_quoted(c) for c in bad[:8])
+        return f"the {what} {_quoted(name[:40])} has characters that are not allowed ({shown}); use {NAME_RULE}"
     return None
+
+
+def _quoted(text: str) -> str:
+    """“text” as a person typed it; only what does not print is escaped (a Python repr doubled every backslash)."""
+    return "“" + "".join(c if c.isprintable() else repr(c)[1:-1] for c in text) + "”"
 
 
 def _depth(value: object) -> int:

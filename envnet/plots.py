@@ -399,7 +399,7 @@ def conv_arithmetic_figure(length: int, kernel: int, stride: int, padding: int, 
         s = o * stride
         fig.add_shape(type="rect", x0=s - 0.45, x1=s + kernel - 0.55, y0=1.15 + 0.25 * row, y1=1.3 + 0.25 * row,
                       fillcolor="crimson", opacity=0.6, line_width=0, name=f"output {o}")
-    title = f"{length} inputs → {n_out} outputs"
+    title = f"{length} input{'s' * (length != 1)} → {n_out} output{'s' * (n_out != 1)}"
     if len(drawn) < n_out:
         title += f" ({len(drawn)} drawn)"
     _layout(fig, title, 220 + 9 * len(drawn), left=30)

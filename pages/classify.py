@@ -279,7 +279,8 @@ def show_results(ck, clip: dict, res: dict) -> None:
             chart(plots.topk_figure(res["clip"].top(int(k))), "classify_top")
             best, p = res["clip"].top(1)[0]
             n = len(res["clip"].starts)
-            st.caption(f"Best guess: {best} ({p:.0%}), averaged over {n} window{'s' if n > 1 else ''} of 1.5 s."
+            pct = f"{p:.0%}" if p >= 0.005 else "under 1%"  # not "helicopter (0%)"
+            st.caption(f"Best guess: {best} ({pct}), averaged over {n} window{'s' if n > 1 else ''} of 1.5 s."
                        + (f" “None of these”: {res['clip'].none_of_these:.0%}." if ck.model.config.other else ""))
     with detail:
         n_windows = len(timeline.starts)

@@ -68,9 +68,10 @@ def add_example(class_name: str, file_id: str, name: str, data: bytes, session: 
     except ValueError as e:  # AudioError included
         return f"“{name}” was not added: {e}"
     if session or added[0].name != name:  # split into takes: say so (kept whole: nothing to say)
-        st.session_state["own_msg_ok"] = (f"“{name}” was split into {len(added)} example"
-                                          f"{'s' * (len(added) != 1)} of “{class_name}”: listen to them "
-                                          "below and remove any that are not the sound.")
+        st.session_state["own_msg_ok"] = (
+            f"“{name}” was split into {len(added)} examples of “{class_name}”: listen to them below and remove any "
+            "that are not the sound." if len(added) > 1 else
+            f"One sound was found in “{name}”, kept as an example of “{class_name}”: listen to it below.")
     return None
 
 

@@ -289,6 +289,7 @@ def test_filter_activity_bars_and_conv_demo():
     assert isinstance(fig.data[0], go.Bar) and fig.data[0].y[0] == 39
     demo = plots.conv_arithmetic_figure(10, 3, 2, 1)
     assert "→ 5 outputs" in demo.layout.title.text
+    assert plots.conv_arithmetic_figure(1, 1, 1, 0).layout.title.text.startswith("1 input → 1 output")  # not "1 inputs"
     assert len([s for s in demo.layout.shapes if s.type == "rect"]) == 5
 
 

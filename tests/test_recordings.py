@@ -122,6 +122,9 @@ def test_own_classes_refuse_bad_names_silence_and_sound_over_the_budget(monkeypa
                        ("<b>x</b>", "class name")]:
         with pytest.raises(ValueError, match=words):
             own.add_class(bad)
+    with pytest.raises(ValueError) as refused:  # as typed, in quotes: a Python repr doubled the backslash
+        own.add_class("a/b\\c")
+    assert str(refused.value).startswith("The class name “a/b\\c” has characters that are not allowed (“\\”)")
     with pytest.raises(ValueError, match="silent"):
         own.add("clap", "quiet.wav", torch.zeros(SR))
     with pytest.raises(ValueError, match="shorter than 50 ms"):
