@@ -34,6 +34,7 @@ BLOCK_SAMPLES = 1 << 20  # samples (all channels) decoded at a time before mixin
 MAX_FILTER = 1 << 20  # coefficients
 MAX_LCM = 8_000_000
 FILTER_CACHE_BYTES = 32 << 20  # filters kept between clips, least recently used dropped first
+MIN_SECONDS = 0.005  # shorter is no sound to classify: a 1-sample file was "0.00 s" and got a class
 SILENCE_THRESHOLD = 1e-4  # peak below this counts as digital silence
 TRIM = 0.01  # leading/trailing sound quieter than 1 % of the clip's peak is trimmed before windowing
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".m4a", ".webm", ".aiff", ".aif"}
@@ -326,6 +327,9 @@ def load_audio(
         raise InvalidSamplesError(f"{name} contains {bad} NaN or infinite sample(s); it cannot be analysed")
     if max_seconds is not None and audio.shape[0] / sr > max_seconds:  # headers can understate length
         raise _too_long(name, audio.shape[0] / sr, max_seconds)
+    if audio.shape[0] / sr < MIN_SECONDS:
+        raise EmptyAudioError(f"{name} lasts {1000 * audio.shape[0] / sr:.2g} ms: too short to be a sound "
+                              f"(at least {1000 * MIN_SECONDS:.0f} ms)")
     wave = torch.from_numpy(np.ascontiguousarray(audio.mean(axis=1)))
     wave = resample(wave, sr, sample_rate)
     peak = float(wave.abs().max()) if wave.numel() else 0.0

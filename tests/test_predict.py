@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import TINY_CLASSES, encode, sine, square, tiny_model
 
-from envnet.audio import load_audio
+from envnet.audio import EmptyAudioError, load_audio
 from envnet.model import SAMPLE_RATE, WINDOW, build_model
 from envnet.predict import Prediction, predict, window_probabilities
 
@@ -96,13 +96,19 @@ def _valid(pred: Prediction, other: bool = False) -> None:
         ("10 ms", sine(440, 0.01), 16_000),
         ("full-scale square", square(200, 2.0, 44_100), 44_100),
         ("DC offset", np.full(24_000, 0.7, np.float32) + 0.01 * sine(440, 1.5), 16_000),
-        ("one sample", np.array([0.5], np.float32), 16_000),
+        ("5 ms", sine(440, 0.005), 16_000),
     ],
 )
 def test_odd_clips_give_valid_predictions(model, name: str, samples: np.ndarray, sr: int) -> None:
     wave = load_audio(encode(samples, sr, subtype="PCM_16"))
     assert torch.isfinite(wave).all() and float(wave.abs().max()) <= 1.0
     _valid(predict(model, wave, TINY_CLASSES))
+
+
+def test_a_clip_too_short_to_be_a_sound_is_refused_with_its_length() -> None:
+    # A 1-sample file was "0.00 s" on Classify and got a class.
+    with pytest.raises(EmptyAudioError, match=r"lasts 0.062 ms: too short to be a sound \(at least 5 ms\)"):
+        load_audio(encode(np.array([0.5], np.float32), 16_000, subtype="PCM_16"))
 
 
 def test_full_scale_square_stays_within_range_after_resampling() -> None:
