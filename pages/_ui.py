@@ -310,12 +310,17 @@ def warm_default_model() -> threading.Thread | None:
 
 @st.cache_resource(show_spinner=False)
 def _start_warm_up(_model) -> threading.Thread:  # the leading underscore: not hashed, so once per server
+    # pandas here, before the thread: plotly looks it up in sys.modules without importing it, so a figure built
+    # while the thread was still importing it read a half-imported module and failed ("partially initialized
+    # module 'pandas' has no attribute 'Series'", seen under `streamlit run app.py` and AppTest, where the first
+    # page runs beside the warm-up; serve.py waits for the warm-up anyway).
+    importlib.import_module("pandas")
+
     def work() -> None:
-        # pandas first (Streamlit and plotly load it lazily; plotly read a half-imported one from another thread),
         # the Live page's aiortc and PyAV last: all of it frozen below. Not streamlit_webrtc itself: importing it
         # declares its component, which Streamlit registers only from a script run (this thread is none), and a
         # component imported unregistered never draws (the Live page's Start button would not appear).
-        steps = [lambda: importlib.import_module("pandas"), lambda: cpu.warm_up(_model), plots.warm_up,
+        steps = [lambda: cpu.warm_up(_model), plots.warm_up,
                  lambda: importlib.import_module("aiortc"), lambda: importlib.import_module("av")]
         for step in steps:  # each on its own: one failing (a module half imported by a page) spares the others
             try:

@@ -288,7 +288,10 @@ def show_results(ck, clip: dict, res: dict) -> None:
             sel = pick_window(timeline, n_windows)
         else:
             sel = 0
-            st.caption("The clip fits in one window (shorter clips are centred in silence).")
+            first, end = timeline.kept
+            st.caption("The clip fits in one window (shorter clips are centred in silence)." if end - first >= timeline.length
+                       else f"Its sound, {(end - first) / SAMPLE_RATE:.1f} s once the quiet start and end are trimmed, "
+                            "fits in one window (centred in silence).")
         st.html(plots.waveform_html(wave, timeline.starts, sel))
     starts = timeline.starts  # the timeline's windows are the ones the slider and the chart count
     sort = st.toggle("Order learned filters by centre frequency", value=True, key="classify_sort",

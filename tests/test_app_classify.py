@@ -130,6 +130,21 @@ def test_first_screen_lists_the_classes_and_offers_real_recordings(at):
                     "does not say what it trained on, so it may have heard them)."]
 
 
+def test_a_short_sound_in_a_long_quiet_clip_is_said_to_fit_one_window_once_trimmed(at):
+    # A 5 s recording of one bark read "The clip fits in one window (shorter clips are centred in silence)."
+    sr = 16_000
+    x = np.zeros(5 * sr)
+    x[2 * sr: 2 * sr + sr // 2] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(sr // 2) / sr)
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format="WAV")
+    upload(at, "bark.wav", buf.getvalue())
+    assert not at.exception and not at.error
+    assert "Its sound, 0.5 s once the quiet start and end are trimmed, fits in one window (centred in silence)." in [
+        c.value for c in at.caption]
+    upload(at, "short.wav", wav_bytes(seconds=1.0))
+    assert "The clip fits in one window (shorter clips are centred in silence)." in [c.value for c in at.caption]
+
+
 def test_window_slider_moves_the_spectrograms(at):
     upload(at, "tone.wav", wav_bytes(seconds=3.0))
     slider = at.select_slider(key="classify_window")
