@@ -268,7 +268,8 @@ def upload_model() -> None:
     suffix = f"_{n}" if n else ""
     weights = st.file_uploader("Weights (.safetensors)", type=["safetensors"], key=f"upload_weights{suffix}",
                                help=f"At most {checkpoint.MAX_BYTES >> 20} MB, float weights.")
-    card = st.file_uploader("Model card (.json)", type=["json"], key=f"upload_card{suffix}",
+    card = st.file_uploader("Model card (.json)", type=["json"], key=f"upload_card{suffix}",  # said "128MB per file"
+                            max_upload_size=-(-checkpoint.MAX_CARD_BYTES // 2**20),
                             help=f"At most {checkpoint.MAX_CARD_BYTES // 1_000_000} MB.")
     if st.button("Add this model", key="add_uploaded_model", disabled=not (weights and card)):
         # Whatever happens, the two files leave the server's memory and the uploaders are emptied.

@@ -86,6 +86,8 @@ def test_how_it_works_shows_live_shapes_and_conv_arithmetic():
 def test_uploaded_model_is_validated_selected_and_private_to_its_session():
     at = open_page("pages/classify.py")
     other = open_page("pages/classify.py")
+    # The card's uploader states the card's own limit (1 MB), not the server's 128 MB.
+    assert at.file_uploader(key="upload_card").proto.max_upload_size_mb == 1
     add_model(at, *tiny_model_files())
     assert not at.exception and not at.error
     key = at.selectbox(key="model_key").value
