@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torchaudio.transforms as T
 
+from envnet.audio import SILENCE_THRESHOLD
 from envnet.fast import inference_model
 from envnet.model import N_BANDS, N_FRAMES, POOL, SAMPLE_RATE, WINDOW, EnvNet, inference
 
@@ -20,6 +21,7 @@ N_FFT = 400  # 25 ms analysis window, the usual speech/audio front end
 # is 160i + 87. Padding by 113 puts the centre of the 400-sample mel frame i at the same sample.
 FRAME_CENTRE = 87
 MEL_PAD = (N_FFT // 2) - FRAME_CENTRE
+CONTEXT = WINDOW - N_FRAMES * POOL  # 14: the samples the two 8-tap convolutions eat
 
 
 @lru_cache(maxsize=4)
@@ -43,6 +45,18 @@ def mel_spectrogram(windows: torch.Tensor, n_mels: int = N_BANDS) -> torch.Tenso
     x = windows if windows.dim() == 2 else windows.unsqueeze(0)
     mel = mel_frames(torch.nn.functional.pad(x, (MEL_PAD, MEL_PAD)), n_mels)
     return mel[..., :N_FRAMES] if windows.dim() == 2 else mel[0, :, :N_FRAMES]
+
+
+def silent_frames(samples) -> np.ndarray:
+    """(160 n + 14,) samples → (n,) bools: whether each learned frame's 174 samples are all digital silence
+    (audio.SILENCE_THRESHOLD). There the learned map holds only the layers' biases (0.24-0.76 for the shipped
+    model), which a map drawn in dB re its loudest cell shows bright: the pages draw such frames as zeros."""
+    a = np.abs(np.asarray(samples, dtype=np.float32).reshape(-1))
+    n = (a.size - CONTEXT) // POOL
+    if n <= 0:
+        return np.zeros(0, dtype=bool)
+    peaks = np.lib.stride_tricks.sliding_window_view(a[: POOL * n + CONTEXT], POOL + CONTEXT)[::POOL].max(1)
+    return peaks < SILENCE_THRESHOLD
 
 
 def learned_spectrogram(model: EnvNet, windows: torch.Tensor) -> torch.Tensor:

@@ -31,12 +31,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from envnet.audio import SILENCE_THRESHOLD, resample_rate, resampler
+from envnet.audio import resample_rate, resampler
 from envnet.model import N_BANDS, N_FRAMES, POOL, SAMPLE_RATE, WINDOW, EnvNet
 from envnet.predict import Prediction, predict_spectrogram
-from envnet.spectra import MEL_PAD, N_FFT, learned_spectrogram, mel_frames
+from envnet.spectra import CONTEXT, MEL_PAD, N_FFT, learned_spectrogram, mel_frames, silent_frames
 
-CONTEXT = WINDOW - N_FRAMES * POOL  # 14: the samples the two 8-tap convolutions eat
 MEL_RIGHT = N_FFT - MEL_PAD  # 287: mel column g ends at sample 160 g + 287 (exclusive)
 HISTORY_SECONDS = 6.0  # what the Live page scrolls over
 MAX_PENDING_SECONDS = 3.0  # audio waiting for update(); older audio is dropped, never queued without bound
@@ -308,13 +307,8 @@ class LiveStream:
             )
 
     def _silent_columns(self, g0: int, g1: int) -> np.ndarray:
-        """For columns g0 ≤ g < g1: whether every sample they convolve (160 g … 160 g + 173) is below the
-        threshold that makes a whole clip "silence"."""
-        if g1 <= g0:
-            return np.zeros(0, dtype=bool)
-        x = np.abs(self.wave.last(self.wave.total - POOL * g0)[: POOL * (g1 - g0) + CONTEXT])
-        peaks = np.lib.stride_tricks.sliding_window_view(x, POOL + CONTEXT)[::POOL].max(1)
-        return peaks < SILENCE_THRESHOLD
+        """spectra.silent_frames of columns g0 ≤ g < g1, from the samples kept."""
+        return silent_frames(self.wave.last(self.wave.total - POOL * g0)[: POOL * (g1 - g0) + CONTEXT])
 
     def capture(self, length: int = WINDOW) -> torch.Tensor:
         """The newest `length` samples at 16 kHz (fewer if fewer have arrived): what Capture sends to Classify."""

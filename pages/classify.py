@@ -11,11 +11,11 @@ import streamlit as st
 import torch
 
 from envnet import limits, plots
-from envnet.audio import AUDIO_EXTENSIONS, AudioError, is_silent, load_audio, to_wav_bytes
+from envnet.audio import AUDIO_EXTENSIONS, AudioError, load_audio, to_wav_bytes
 from envnet.examples import DEMO_SOUNDS, clips_by_class, dataset_roots
 from envnet.model import SAMPLE_RATE, WINDOW
 from envnet.predict import SEGMENTS_AFTER, predict
-from envnet.spectra import cached_frequency_response, learned_spectrogram, mel_spectrogram
+from envnet.spectra import cached_frequency_response, learned_spectrogram, mel_spectrogram, silent_frames
 from pages._ui import (
     SOUND_UPLOAD_HELP,
     SOUND_UPLOAD_MB,
@@ -225,8 +225,8 @@ def window_spectrograms(ck, clip: dict, timeline, i: int) -> tuple[torch.Tensor,
             cache.clear()
         win = timeline.window(i)
         learned = learned_spectrogram(ck.model, win)
-        # Silence leaves only the layers' biases, which the map's "dB re its loudest cell" would draw bright.
-        cache[key] = (torch.zeros_like(learned) if is_silent(win) else learned, mel_spectrogram(win))
+        silent = torch.from_numpy(silent_frames(win))  # silence (a short clip's padding): drawn as zeros
+        cache[key] = (learned.masked_fill(silent, 0.0), mel_spectrogram(win))
     return cache[key]
 
 

@@ -143,6 +143,12 @@ def test_a_short_sound_in_a_long_quiet_clip_is_said_to_fit_one_window_once_trimm
         c.value for c in at.caption]
     upload(at, "short.wav", wav_bytes(seconds=1.0))
     assert "The clip fits in one window (shorter clips are centred in silence)." in [c.value for c in at.caption]
+    # The silence it is centred in is drawn as silence (the floor), not as the layers' bright biases.
+    image = np.asarray(read_maps(html_of(at))["learned"]["image"].convert("RGB"))
+    assert image.shape[1] == 150
+    floor = image[0, 0]
+    assert (image[:, :20] == floor).all() and (image[:, -20:] == floor).all()  # 0.25 s of padding each side
+    assert (image[:, 60:90] != floor).any()
 
 
 def test_window_slider_moves_the_spectrograms(at):

@@ -25,6 +25,7 @@ from envnet.spectra import (
     learned_spectrogram,
     mel_frequency_response,
     mel_spectrogram,
+    silent_frames,
     tone,
     tone_frequencies,
 )
@@ -87,6 +88,16 @@ def test_silence_gives_finite_spectrograms() -> None:
     assert float(mel.max()) == pytest.approx(-100.0)  # the floor of AmplitudeToDB, not -inf
     learned = learned_spectrogram(tiny_model(), silence)
     assert learned.shape == (2, 40, 150) and torch.isfinite(learned).all()
+
+
+def test_silent_frames_are_those_whose_samples_are_all_silence() -> None:
+    # Frame g convolves samples 160 g … 160 g + 173: a 10-sample burst at 8000 is in frames 49 and 50 only.
+    x = np.zeros(WINDOW, np.float32)
+    x[8000:8010] = 0.5
+    x[100] = 5e-5  # below digital silence (1e-4): still silent
+    silent = silent_frames(x)
+    assert silent.shape == (150,) and set(np.flatnonzero(~silent)) == {49, 50}
+    assert silent_frames(np.zeros(100)).shape == (0,)  # under one frame
 
 
 def test_learned_spectrogram_shape_mode_and_batching() -> None:
