@@ -29,6 +29,9 @@ FROZEN = "live_frozen"  # set by Capture: the stream stops, the maps stay, Class
 CAPTURED = "live_captured"  # the name of the last capture, shown with a link to Classify until the next Start
 UPDATE_EVERY = 0.2  # seconds: five updates a second, so at least four survive a busy machine (0.25 s gave 4.0 at best)
 NO_AUDIO_AFTER = 8.0  # seconds playing without audio before the page says the connection failed
+# The sound as the microphone hears it, as Classify's recorder takes it: the browser's call-audio processing took
+# rain, a steady noise, 20 dB down and away from "rain", and would treat any steady sound a class shows as noise.
+RAW_MICROPHONE = {"echoCancellation": False, "noiseSuppression": False, "autoGainControl": False}
 RECORD_HINT = ("**Classify → Record** always works: it records in the browser and sends the clip as a file, "
                "without a live connection.")
 
@@ -119,9 +122,6 @@ if not allowed and not playing:
     st.stop()
 
 
-RAW_MICROPHONE = {"echoCancellation": False, "noiseSuppression": False, "autoGainControl": False}
-
-
 def on_frame(frame) -> None:
     """Runs on the WebRTC thread for every 20 ms of audio: queue it, nothing more."""
     live.push_frame(frame.to_ndarray(), frame.sample_rate, len(frame.layout.channels), frame.format.is_planar)
@@ -131,9 +131,6 @@ ctx = webrtc_streamer(
     key=KEY,
     mode=WebRtcMode.SENDONLY,
     rtc_configuration=rtc,
-    # The sound as the microphone hears it, as Classify's recorder takes it: the browser's call-audio processing
-    # (noise suppression, gain control, echo cancellation) took rain, a steady noise, 20 dB down and away from
-    # "rain", and would treat any steady sound a class wants to show as noise.
     media_stream_constraints={"audio": RAW_MICROPHONE, "video": False},
     sink_audio_track=create_audio_sink_track(on_frame, key=f"{KEY}_sink"),
     desired_playing_state=False if (playing and (not allowed or st.session_state.get(FROZEN))) else None,
