@@ -55,6 +55,9 @@ def add_class() -> None:
         st.session_state["own_msg"] = str(e)
 
 
+LISTEN = ": listen to them below and remove any that are not the sound."
+
+
 def add_example(class_name: str, file_id: str, name: str, data: bytes, session: bool = False) -> str | None:
     """Keep one example, or the examples a recording session or long upload is split into. Returns why the file
     was not added, the first time it is seen (None when it was, or was seen before). A split's message is left in
@@ -68,10 +71,10 @@ def add_example(class_name: str, file_id: str, name: str, data: bytes, session: 
     except ValueError as e:  # AudioError included
         return f"“{name}” was not added: {e}"
     if session or added[0].name != name:  # split into takes: say so (kept whole: nothing to say)
-        st.session_state["own_msg_ok"] = (
-            f"“{name}” was split into {len(added)} examples of “{class_name}”: listen to them below and remove any "
-            "that are not the sound." if len(added) > 1 else
-            f"One sound was found in “{name}”, kept as an example of “{class_name}”: listen to it below.")
+        said = (f"“{name}” was split into {len(added)} examples of “{class_name}”" if len(added) > 1 else
+                f"One sound was found in “{name}”, kept as an example of “{class_name}”")
+        earlier = st.session_state.get("own_msg_ok")  # an upload of several files: each is said, not the last
+        st.session_state["own_msg_ok"] = (earlier.removesuffix(LISTEN) + "; " if earlier else "") + said + LISTEN
     return None
 
 

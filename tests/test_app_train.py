@@ -469,6 +469,16 @@ def test_a_long_upload_is_split_and_the_page_says_so(train_page):
     said = [s.value for s in at.success]
     assert len(said) == 1 and said[0].startswith("“session.wav” was split into 8 examples of “knock”"), said
     assert counts(at) == ["knock: 8 examples"]
+    # Several long files in one upload: each one's split is said (only the last one's was).
+    buf2 = io.BytesIO()
+    sf.write(buf2, knocks[: 6 * sr], sr, format="WAV")
+    by_label(at.file_uploader, "Add examples to “knock”").set_value(
+        [("a.wav", buf.getvalue(), "audio/wav"), ("b.wav", buf2.getvalue(), "audio/wav")])
+    at.run()
+    assert [s.value for s in at.success] == ["“a.wav” was split into 8 examples of “knock”; “b.wav” was split into "
+                                             "4 examples of “knock”: listen to them below and remove any that are "
+                                             "not the sound."]
+    assert counts(at) == ["knock: 20 examples"]
 
 
 def test_save_these_examples_is_built_in_the_page_once_per_change(train_page, monkeypatch):
