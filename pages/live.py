@@ -210,7 +210,8 @@ def show() -> None:
 
 
 show()
-with st.expander("Display settings"):
+# Keyed, its state kept by the server: the full rerun Start causes closed it under the visitor's hand.
+with st.expander("Display settings", key="live_settings", on_change="rerun"):
     st.toggle("Order learned filters by centre frequency", value=True, key="live_sort",
               help="Stack the learned filters from low to high frequency so the map reads like a spectrogram.")
     st.number_input("Top classes to show", 1, len(ck.classes), min(5, len(ck.classes)), key="live_topk")

@@ -98,6 +98,11 @@ def test_before_start_the_page_explains_itself(free_streams, webrtc) -> None:
     assert call["media_stream_constraints"] == {
         "audio": {"echoCancellation": False, "noiseSuppression": False, "autoGainControl": False}, "video": False}
     assert call["rtc_configuration"] == {"iceServers": []}
+    # The display settings are keyed, their open state kept by the server: the rerun of Start closed them.
+    assert at.session_state["live_settings"] is False
+    at.session_state["live_settings"] = True
+    at.run()
+    assert at.expander[0].label == "Display settings" and at.expander[0].proto.expanded
     # Capture with nothing heard says so, and stays on the page.
     at.button(key="live_capture").click().run()
     assert not at.exception
